@@ -1,0 +1,49 @@
+# Segue: `make demo` runs the platform end to end, `make test` runs the whole suite.
+# Both install what they need first; a second install does nothing (stamp files).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MPD    ?=
+DEMO_DIR ?= demo-data
+PYTEST_ARGS ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install prerequisites demo test bench lock clean
+
+install: $(STAMP)
+
+prerequisites:
+	@command -v java >/dev/null || { echo "error: Java 17+ is needed by Spark. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: Python 3.11 is needed (found $$($(PYTHON) --version)). Set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+$(STAMP): pyproject.toml requirements.lock | prerequisites
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/segue demo --out $(DEMO_DIR) $(if $(MPD),--mpd $(MPD))
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_batch.py
+
+# Re-resolve the pinned set after editing pyproject.toml's dependencies.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
+	.lock-venv/bin/pip install --quiet ".[dev]"
+	.lock-venv/bin/pip freeze --exclude segue > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,1 @@
+"""Batch stage: where MPD data enters (reader, generator, Spark ingest) and is checked (contracts)."""

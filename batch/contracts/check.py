@@ -1,0 +1,114 @@
+"""Runs a contract suite on a Spark DataFrame and turns failures into a report a person can act on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
+from pyspark.sql import DataFrame
+
+from segue.batch.contracts.suites import SUITES
+
+_LOGGER = logging.getLogger(__name__)
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    rule: str
+    rows_affected: int | None
+    rows_checked: int | None
+    examples: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        if self.rows_affected is None:
+            count = "table-level rule"
+        else:
+            count = f"{self.rows_affected:,} of {self.rows_checked:,} rows"
+        lines = [f"  x {self.rule}: {count}"]
+        lines += [f"      e.g. {', '.join(f'{k}={v!r}' for k, v in ex.items())}" for ex in self.examples]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    suite: str
+    rules_checked: int
+    failures: list[RuleFailure] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.failures
+
+    def describe(self) -> str:
+        if self.success:
+            return f"contract `{self.suite}`: all {self.rules_checked} rules hold"
+        head = f"contract `{self.suite}` failed {len(self.failures)} of {self.rules_checked} rules:"
+        return "\n".join([head, *(f.describe() for f in self.failures)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "rules_checked": self.rules_checked, "success": self.success,
+                "failures": [vars(f) for f in self.failures]}
+
+
+class ContractViolation(RuntimeError):
+    """Raised when data breaks a contract; nothing downstream may be written."""
+
+    def __init__(self, reports: list[ContractReport]):
+        self.reports = reports
+        failed = [r for r in reports if not r.success]
+        super().__init__("\n".join(r.describe() for r in failed))
+
+
+class ContractChecker:
+    """One Great Expectations context (ephemeral, offline) for the lifetime of a job."""
+
+    def __init__(self) -> None:
+        self._context = gx.get_context(mode="ephemeral")
+        self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._source = self._context.data_sources.add_spark("segue")
+
+    def check(self, df: DataFrame, suite: str, id_columns: list[str]) -> ContractReport:
+        """Validates `df` against the named suite; `id_columns` identify a row in the examples."""
+        expectations = SUITES[suite]()
+        gx_suite = self._context.suites.add(gx.ExpectationSuite(name=suite, expectations=expectations))
+        batch = self._source.add_dataframe_asset(suite).add_batch_definition_whole_dataframe(suite)
+        definition = self._context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite, data=batch, suite=gx_suite))
+        # Each rule is one or more Spark jobs; without the cache each re-reads and re-joins the input.
+        df = df.cache()
+        try:
+            result = definition.run(
+                batch_parameters={"dataframe": df},
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": _EXAMPLES,
+                               "unexpected_index_column_names": id_columns,
+                               "return_unexpected_index_query": False})
+        finally:
+            df.unpersist()
+            self._context.validation_definitions.delete(suite)
+            self._context.suites.delete(suite)
+            self._source.delete_asset(suite)
+        failures = [_failure(r) for r in result.results if not r.success]
+        report = ContractReport(suite=suite, rules_checked=len(result.results), failures=failures)
+        _LOGGER.info("contract checked", extra={"suite": suite, "rules": report.rules_checked,
+                                                "failed": len(failures)})
+        return report
+
+
+def _failure(result: Any) -> RuleFailure:
+    config = result.expectation_config
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = result.exception_info.get("exception_message", "error")
+        return RuleFailure(f"{config.description} (could not be evaluated: {message})", None, None, [])
+    details = result.result or {}
+    examples = details.get("partial_unexpected_index_list") or [
+        {"value": v} for v in details.get("partial_unexpected_list", [])]
+    return RuleFailure(
+        rule=config.description or config.type,
+        rows_affected=details.get("unexpected_count"),
+        rows_checked=details.get("element_count"),
+        examples=list(examples)[:_EXAMPLES],
+    )

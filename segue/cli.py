@@ -1,0 +1,125 @@
+"""The `segue` command line. Each stage adds a group; options override `segue.yaml` and `SEGUE_*`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from segue.logs import configure_logging
+from segue.settings import SegueSettings, load_settings
+
+
+@click.group()
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or as JSON objects (default: settings).")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None) -> None:
+    """Segue: two-tower retrieval for playlist continuation."""
+    try:
+        settings = load_settings()
+    except Exception as e:  # a bad config file or variable: say which, don't show a traceback
+        raise click.ClickException(f"invalid configuration: {e}") from None
+    configure_logging(log_format or settings.log.format, settings.log.level)
+    ctx.obj = settings
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.pass_obj
+def config_show(settings: SegueSettings) -> None:
+    """Print the effective settings (defaults, segue.yaml and SEGUE_* applied)."""
+    click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+
+
+@cli.group()
+def data() -> None:
+    """MPD data: generate a sample, validate slices."""
+
+
+@data.command("generate")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (default: paths.mpd_dir).")
+@click.option("--playlists", type=click.IntRange(min=100), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--tastes", type=click.IntRange(min=4), default=None)
+@click.option("--challenge", "challenge_playlists", type=click.IntRange(min=10), default=None,
+              help="Held-out challenge playlists (ten categories).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def data_generate(settings: SegueSettings, out: Path | None, quiet: bool, **overrides: int | None) -> None:
+    """Generate MPD-shaped slices, track/artist metadata, a challenge set and a yardstick report."""
+    from segue.batch.synth import generate
+
+    gen = settings.generate.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    out = out or settings.paths.mpd_dir
+    report = generate(out, playlists=gen.playlists, seed=gen.seed, tastes=gen.tastes,
+                      start=gen.start, end=gen.end, challenge_playlists=gen.challenge_playlists,
+                      slice_size=gen.slice_size, progress=not quiet)
+    stats = report["statistics"]
+    click.echo(json.dumps({
+        "out": str(out), "report": str(out / "generator_report.md"),
+        **{k: stats[k] for k in ("playlists", "track_entries", "unique_tracks", "unique_artists",
+                                 "challenge_playlists", "holdout_share_unseen_in_slices")},
+        "yardsticks": {name: {k: round(v, 4) for k, v in r["overall"].items()}
+                       for name, r in report["yardsticks"].items()},
+        "playlists_per_s": round(report["timings"]["playlists_per_s"]),
+    }, indent=2))
+
+
+@data.command("validate")
+@click.argument("folder", type=click.Path(path_type=Path), required=False)
+@click.pass_obj
+def data_validate(settings: SegueSettings, folder: Path | None) -> None:
+    """Strictly read every slice (and challenge_set.json if present) of FOLDER."""
+    from segue.batch.mpd import MpdFormatError, read_challenge_set, read_playlists
+
+    folder = folder or settings.paths.mpd_dir
+    try:
+        playlists = entries = 0
+        for playlist in read_playlists(folder):
+            playlists += 1
+            entries += len(playlist["tracks"])
+        challenge = folder / "challenge_set.json"
+        n_challenge = sum(1 for _ in read_challenge_set(challenge)) if challenge.is_file() else 0
+    except (MpdFormatError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"folder": str(folder), "playlists": playlists, "track_entries": entries,
+                           "challenge_playlists": n_challenge}, indent=2))
+
+
+@cli.group()
+def batch() -> None:
+    """Spark batch jobs (the same as `spark-submit batch/<job>.py`)."""
+
+
+@batch.command("ingest", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
+@click.pass_context
+def batch_ingest(ctx: click.Context) -> None:
+    """Ingest MPD slices and metadata into Parquet tables (see `segue batch ingest --help`)."""
+    from segue.batch import ingest_mpd
+
+    sys.exit(ingest_mpd.main(ctx.args))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
+@click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Your own folder of MPD slices (with or without metadata/) instead of generated data.")
+@click.option("--playlists", type=click.IntRange(min=100), default=None, help="Generated sample size.")
+@click.pass_obj
+def demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: int | None) -> None:
+    """Run every stage built so far end to end and print a summary."""
+    from segue.demo import run_demo
+
+    sys.exit(run_demo(settings, out, mpd, playlists))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,56 @@
+"""The `segue` command line and the typed settings it reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_slice
+from segue.cli import cli
+from segue.settings import load_settings
+
+
+def test_environment_overrides_yaml_and_defaults(tmp_path, monkeypatch):
+    config = tmp_path / "segue.yaml"
+    config.write_text("spark:\n  master: local[1]\n  shuffle_partitions: 3\npaths:\n  data_dir: /srv/segue\n")
+    monkeypatch.setenv("SEGUE_CONFIG", str(config))
+    monkeypatch.setenv("SEGUE_SPARK__SHUFFLE_PARTITIONS", "16")
+    settings = load_settings()
+    assert settings.spark.master == "local[1]"          # from the file
+    assert settings.spark.shuffle_partitions == 16      # the environment wins
+    assert settings.paths.warehouse_dir == Path("/srv/segue/warehouse/mpd")  # derived
+
+
+def test_a_bad_setting_is_a_clear_cli_error(tmp_path, monkeypatch):
+    config = tmp_path / "segue.yaml"
+    config.write_text("spark:\n  shuffle_partitions: -1\n")
+    monkeypatch.setenv("SEGUE_CONFIG", str(config))
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 1
+    assert "invalid configuration" in result.output and "shuffle_partitions" in result.output
+
+
+def test_unknown_keys_are_rejected(tmp_path, monkeypatch):
+    config = tmp_path / "segue.yaml"
+    config.write_text("sprak:\n  master: local\n")
+    monkeypatch.setenv("SEGUE_CONFIG", str(config))
+    with pytest.raises(ValueError, match="sprak"):
+        load_settings()
+
+
+def test_data_validate_counts_a_good_folder(fixture_mpd):
+    result = CliRunner().invoke(cli, ["data", "validate", str(fixture_mpd)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"folder": str(fixture_mpd), "playlists": 3, "track_entries": 9,
+                                         "challenge_playlists": 0}
+
+
+def test_data_validate_names_the_broken_record(tmp_path, fixture_doc):
+    fixture_doc["playlists"][1]["tracks"][0]["pos"] = -1
+    write_slice(tmp_path, fixture_doc)
+    result = CliRunner().invoke(cli, ["data", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "pid=1" in result.output and "tracks[0].pos" in result.output

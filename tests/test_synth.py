@@ -1,0 +1,231 @@
+"""The synthetic MPD generator: format, determinism, and the structure a model must learn."""
+
+import json
+from collections import Counter
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from segue.batch.mpd.reader import read_challenge_set, read_slice, slice_files
+from segue.batch.mpd.records import ArtistMetadata, TrackMetadata
+from segue.batch.synth import generate
+from segue.batch.synth.challenge import CATEGORIES
+
+START, END = date(2011, 1, 1), date(2017, 11, 1)
+PLAYLISTS, CHALLENGE, SLICE = 2_200, 100, 1_000
+
+
+def _generate(out: Path, seed: int, playlists: int = PLAYLISTS, challenge: int = CHALLENGE,
+              slice_size: int = SLICE) -> dict:
+    return generate(out, playlists=playlists, seed=seed, tastes=16, start=START, end=END,
+                    challenge_playlists=challenge, slice_size=slice_size, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    _generate(out, seed=11)
+    return out
+
+
+@pytest.fixture(scope="module")
+def playlists(sample) -> list[dict]:
+    return [p for path in slice_files(sample) for p in read_slice(path)]
+
+
+@pytest.fixture(scope="module")
+def challenge(sample) -> list[dict]:
+    return list(read_challenge_set(sample / "challenge_set.json"))
+
+
+@pytest.fixture(scope="module")
+def holdout(sample) -> list[dict]:
+    return json.loads((sample / "challenge_holdout.json").read_text())["playlists"]
+
+
+@pytest.fixture(scope="module")
+def report(sample) -> dict:
+    return json.loads((sample / "generator_report.json").read_text())
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    names = [p.name for p in slice_files(folder)] + [
+        "metadata/tracks.jsonl", "metadata/artists.jsonl", "challenge_set.json",
+        "challenge_holdout.json",
+    ]
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path):
+    small = {"playlists": 250, "challenge": 20, "slice_size": 100}
+    _generate(tmp_path / "a", seed=3, **small)
+    _generate(tmp_path / "b", seed=3, **small)
+    _generate(tmp_path / "c", seed=4, **small)
+    first, again, other = (_outputs(tmp_path / x) for x in "abc")
+    assert list(first) == list(other)
+    assert first == again
+    assert all(first[name] != other[name] for name in first)
+
+
+def test_slice_files_are_named_by_pid_range_and_pass_the_reader(sample, playlists):
+    assert [p.name for p in slice_files(sample)] == [
+        "mpd.slice.0-999.json", "mpd.slice.1000-1999.json", "mpd.slice.2000-2199.json"]
+    assert [p["pid"] for p in playlists] == list(range(PLAYLISTS))
+    info = json.loads((sample / "mpd.slice.2000-2199.json").read_text())["info"]
+    assert info["slice"] == "2000-2199" and info["version"] == "v1"
+
+
+def test_playlist_fields_agree_with_their_tracks(playlists):
+    first, last = (datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()
+                   for d in (START, END))
+    for p in playlists:
+        tracks = p["tracks"]
+        assert p["num_tracks"] == len(tracks) and 5 <= len(tracks) <= 250
+        assert [t["pos"] for t in tracks] == list(range(len(tracks)))
+        assert len({t["track_uri"] for t in tracks}) == len(tracks)
+        assert p["duration_ms"] == sum(t["duration_ms"] for t in tracks)
+        assert all(t["duration_ms"] > 0 for t in tracks)
+        assert p["num_artists"] == len({t["artist_uri"] for t in tracks})
+        assert p["num_albums"] == len({t["album_uri"] for t in tracks})
+        assert p["modified_at"] % 86_400 == 0 and first <= p["modified_at"] <= last
+        assert p["num_followers"] >= 1 and p["num_edits"] >= 1
+    lengths = np.array([p["num_tracks"] for p in playlists])
+    assert 35 <= np.median(lengths) <= 70
+    collaborative = np.mean([p["collaborative"] == "true" for p in playlists])
+    assert 0.003 < collaborative < 0.05
+    assert 0.003 < np.mean(["description" in p for p in playlists]) < 0.05
+    assert 0.005 < np.mean([p["name"] == "" for p in playlists]) < 0.08
+
+
+def test_tracks_keep_one_name_album_and_artist_everywhere(playlists):
+    seen: dict[str, tuple] = {}
+    for p in playlists:
+        for t in p["tracks"]:
+            fields = (t["track_name"], t["artist_uri"], t["artist_name"], t["album_uri"],
+                      t["album_name"], t["duration_ms"])
+            assert seen.setdefault(t["track_uri"], fields) == fields
+
+
+def test_challenge_set_categories_seeds_and_holdouts(playlists, challenge, holdout):
+    assert [c["pid"] for c in challenge] == list(range(PLAYLISTS, PLAYLISTS + CHALLENGE))
+    assert [h["pid"] for h in holdout] == [c["pid"] for c in challenge]
+    per_category = Counter(h["category"] for h in holdout)
+    assert per_category == {c.name: CHALLENGE // len(CATEGORIES) for c in CATEGORIES}
+    by_name = {c.name: c for c in CATEGORIES}
+    for c, h in zip(challenge, holdout):
+        category = by_name[h["category"]]
+        assert c["num_samples"] == len(c["tracks"]) == category.seeds
+        assert c["num_tracks"] == c["num_samples"] + c["num_holdouts"]
+        assert c["num_holdouts"] == len(h["holdout_track_uris"]) >= 1
+        assert ("name" in c) == category.titled
+        assert c.get("name", "x") != ""
+        positions = [t["pos"] for t in c["tracks"]]
+        if not category.random_seeds:
+            assert positions == list(range(category.seeds))
+        assert positions == sorted(positions) and max(positions, default=0) < c["num_tracks"]
+        assert not {t["track_uri"] for t in c["tracks"]} & set(h["holdout_track_uris"])
+    random_positions = [[t["pos"] for t in c["tracks"]] for c, h in zip(challenge, holdout)
+                        if by_name[h["category"]].random_seeds]
+    assert any(pos != list(range(len(pos))) for pos in random_positions)
+    assert min(c["num_tracks"] for c in challenge if c["num_samples"] == 100) > 100
+
+
+def test_every_track_and_artist_has_valid_metadata(sample, playlists, holdout):
+    tracks = {row["track_uri"]: row for row in _jsonl(sample / "metadata" / "tracks.jsonl")}
+    artists = {row["artist_uri"]: row for row in _jsonl(sample / "metadata" / "artists.jsonl")}
+    track_adapter, artist_adapter = TypeAdapter(TrackMetadata), TypeAdapter(ArtistMetadata)
+    for row in list(tracks.values())[:300]:
+        track_adapter.validate_python(row, strict=True)
+    for row in list(artists.values())[:300]:
+        artist_adapter.validate_python(row, strict=True)
+        assert 1 <= len(row["genres"]) <= 4
+    for p in playlists:
+        modified = datetime.fromtimestamp(p["modified_at"], timezone.utc).date().isoformat()
+        for t in p["tracks"]:
+            assert t["artist_uri"] in artists
+            # Nothing is played before it is released.
+            assert tracks[t["track_uri"]]["release_date"] <= modified
+    assert all(uri in tracks for h in holdout for uri in h["holdout_track_uris"])
+    values = {name: np.array([row[name] for row in tracks.values()])
+              for name in ("danceability", "energy", "valence", "loudness", "tempo", "key",
+                           "mode", "time_signature", "popularity")}
+    for name in ("danceability", "energy", "valence"):
+        assert values[name].min() >= 0 and values[name].max() <= 1
+    assert values["loudness"].max() < 0 and 40 <= values["tempo"].min()
+    assert set(values["key"]) <= set(range(12)) and set(values["mode"]) <= {0, 1}
+    assert set(values["time_signature"]) <= set(range(3, 8))
+    assert values["popularity"].min() >= 0 and values["popularity"].max() <= 100
+
+
+def test_audio_features_carry_the_artists_genre(sample):
+    tracks = _jsonl(sample / "metadata" / "tracks.jsonl")
+    artists = _jsonl(sample / "metadata" / "artists.jsonl")
+    genre_of = {row["artist_uri"]: row["genres"][0] for row in artists}
+    track_artist = {}
+    for path in slice_files(sample):
+        for p in read_slice(path):
+            track_artist.update((t["track_uri"], t["artist_uri"]) for t in p["tracks"])
+    rows = [(genre_of[track_artist[row["track_uri"]]], row["energy"], row["danceability"])
+            for row in tracks if row["track_uri"] in track_artist]
+    genres = np.array([g for g, *_ in rows])
+    features = np.array([f for _, *f in rows])
+    within = np.mean([features[genres == g].var(axis=0).sum() for g in set(genres)])
+    # Tastes have their own centroids, so a genre's tracks vary far less than all tracks.
+    assert within < 0.5 * features.var(axis=0).sum()
+
+
+def test_popularity_is_heavy_tailed(playlists, report):
+    counts = np.array(sorted(Counter(t["track_uri"] for p in playlists for t in p["tracks"])
+                             .values(), reverse=True))
+    top = max(1, round(len(counts) / 100))
+    assert counts[:top].sum() / counts.sum() > 0.12
+    assert report["statistics"]["entry_share_top_1pct_tracks"] == pytest.approx(
+        counts[:top].sum() / counts.sum())
+
+
+def test_playlists_spread_over_years_with_recent_years_busier(playlists, report):
+    years = Counter(datetime.fromtimestamp(p["modified_at"], timezone.utc).year for p in playlists)
+    assert len(years) >= 5
+    assert years[2016] > 2 * years[2012] and years[2015] > years[2013]
+    per_year = {str(year): n for year, n in sorted(years.items())}
+    assert report["statistics"]["playlists_per_year"] == per_year
+
+
+def test_new_tracks_keep_appearing(playlists, holdout):
+    first_seen: dict[str, int] = {}
+    for p in playlists:
+        for t in p["tracks"]:
+            first_seen[t["track_uri"]] = min(first_seen.get(t["track_uri"], p["modified_at"]),
+                                             p["modified_at"])
+    last_year = datetime(END.year - 1, END.month, END.day, tzinfo=timezone.utc).timestamp()
+    assert np.mean([day >= last_year for day in first_seen.values()]) > 0.03
+    held_out = [uri for h in holdout for uri in h["holdout_track_uris"]]
+    unseen = np.mean([uri not in first_seen for uri in held_out])
+    assert 0.03 < unseen < 0.4
+
+
+def test_playlists_run_through_albums_and_artists(playlists):
+    pairs = [(a, b) for p in playlists for a, b in zip(p["tracks"], p["tracks"][1:])]
+    same_artist = np.mean([a["artist_uri"] == b["artist_uri"] for a, b in pairs])
+    rng = np.random.default_rng(0)
+    shuffled = [rng.permutation(len(p["tracks"])) for p in playlists]
+    chance = np.mean([p["tracks"][i]["artist_uri"] == p["tracks"][j]["artist_uri"]
+                      for p, order in zip(playlists, shuffled) for i, j in zip(order, order[1:])])
+    assert same_artist > 0.15 and same_artist > 2 * chance
+
+
+def test_oracle_beats_popularity_on_the_challenge(sample, report):
+    yardsticks = report["yardsticks"]
+    oracle, popularity = yardsticks["oracle"]["overall"], yardsticks["popularity"]["overall"]
+    assert oracle["r_precision"] > popularity["r_precision"] + 0.1
+    assert oracle["recall@500"] > popularity["recall@500"] + 0.1
+    assert set(yardsticks["oracle"]["by_category"]) == {c.name for c in CATEGORIES}
+    text = (sample / "generator_report.md").read_text()
+    assert "## Yardsticks on the challenge set" in text and "title_random_100" in text
