@@ -50,7 +50,7 @@ TABLES = ("playlists", "playlist_tracks", "tracks", "artists", "albums")
 @dataclass(frozen=True)
 class RawMpd:
     playlists: DataFrame  # one row per playlist, as in the slices, plus `source_file`
-    entries: DataFrame    # one row per track entry: pid, pos, track fields, `source_file`
+    entries: DataFrame    # one row per track entry: pid, pos, track fields, event_timestamp, source_file
 
 
 def read_slices(spark: SparkSession, files: list[Path]) -> DataFrame:
@@ -83,8 +83,9 @@ def _diagnose(path: Path, n_broken: int) -> MpdFormatError:
 
 def explode_slices(slices: DataFrame) -> RawMpd:
     playlists = slices.select(F.explode("playlists").alias("p"), "source_file").select("p.*", "source_file")
-    entries = playlists.select("pid", "source_file", F.explode("tracks").alias("t")).select(
-        "pid", "t.*", "source_file")
+    # Each entry carries its playlist's time, so no table needs a join back to playlists.
+    entries = playlists.select("pid", "modified_at", "source_file", F.explode("tracks").alias("t")).select(
+        "pid", "t.*", F.timestamp_seconds("modified_at").alias("event_timestamp"), "source_file")
     return RawMpd(playlists.drop("tracks"), entries)
 
 
@@ -139,32 +140,33 @@ def build_tables(raw: RawMpd, track_meta: DataFrame | None,
         "pid", "name", "description", (F.col("collaborative") == "true").alias("collaborative"),
         "num_tracks", "num_artists", "num_albums", "num_followers", "num_edits", "duration_ms",
         F.timestamp_seconds("modified_at").alias("event_timestamp"), "source_file")
-    stamped = raw.entries.join(playlists.select("pid", "event_timestamp"), "pid")
-    playlist_tracks = stamped.select("pid", "pos", "track_uri", "artist_uri", "album_uri",
+    entries = raw.entries
+    playlist_tracks = entries.select("pid", "pos", "track_uri", "artist_uri", "album_uri",
                                      "duration_ms", "event_timestamp")
 
-    tracks = stamped.groupBy("track_uri").agg(
+    # One pass over the entries; artists and albums are rolled up from the (much smaller) tracks.
+    per_track = entries.groupBy("track_uri").agg(
         F.min("track_name").alias("track_name"), F.min("artist_uri").alias("artist_uri"),
-        F.min("album_uri").alias("album_uri"), F.min("duration_ms").alias("duration_ms"),
+        F.min("artist_name").alias("artist_name"), F.min("album_uri").alias("album_uri"),
+        F.min("album_name").alias("album_name"), F.min("duration_ms").alias("duration_ms"),
         F.count("*").alias("num_entries"), F.min("event_timestamp").alias("event_timestamp"))
     track_meta = track_meta if track_meta is not None else _with_nulls(
-        stamped.select("track_uri").limit(0), TRACK_METADATA_SCHEMA, "track_uri")
-    tracks = tracks.join(
+        entries.select("track_uri").limit(0), TRACK_METADATA_SCHEMA, "track_uri")
+    tracks = per_track.join(
         track_meta.withColumn("release_date", F.to_date("release_date")).dropDuplicates(["track_uri"]),
-        "track_uri", "left")
+        "track_uri", "left").cache()
 
-    artists = stamped.groupBy("artist_uri").agg(
-        F.min("artist_name").alias("artist_name"), F.countDistinct("track_uri").alias("num_tracks"),
-        F.count("*").alias("num_entries"), F.min("event_timestamp").alias("event_timestamp"))
+    artists = tracks.groupBy("artist_uri").agg(
+        F.min("artist_name").alias("artist_name"), F.count("*").alias("num_tracks"),
+        F.sum("num_entries").alias("num_entries"), F.min("event_timestamp").alias("event_timestamp"))
     artist_meta = artist_meta if artist_meta is not None else _with_nulls(
-        stamped.select("artist_uri").limit(0), ARTIST_METADATA_SCHEMA, "artist_uri")
+        entries.select("artist_uri").limit(0), ARTIST_METADATA_SCHEMA, "artist_uri")
     artists = artists.join(artist_meta.dropDuplicates(["artist_uri"]), "artist_uri", "left")
 
-    albums = stamped.groupBy("album_uri").agg(
+    albums = tracks.groupBy("album_uri").agg(
         F.min("album_name").alias("album_name"), F.min("artist_uri").alias("artist_uri"),
-        F.countDistinct("track_uri").alias("num_tracks"), F.min("event_timestamp").alias("event_timestamp"))
-    albums = albums.join(tracks.groupBy("album_uri").agg(F.min("release_date").alias("release_date")),
-                         "album_uri", "left")
+        F.count("*").alias("num_tracks"), F.min("event_timestamp").alias("event_timestamp"),
+        F.min("release_date").alias("release_date"))
     return {"playlists": playlists, "playlist_tracks": playlist_tracks, "tracks": tracks,
             "artists": artists, "albums": albums}
 

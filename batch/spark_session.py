@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from segue.settings import SparkSettings
+
+
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def build_spark(app_name: str, settings: SparkSettings, master: str | None = None) -> SparkSession:
@@ -21,6 +26,10 @@ def build_spark(app_name: str, settings: SparkSettings, master: str | None = Non
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        "spark.sql.debug.maxToStringFields": "200",
+        # Takes effect when this process starts the JVM; under spark-submit pass
+        # --driver-java-options with the same flag.
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}",
         **settings.conf,
     }
     for key, value in conf.items():

@@ -45,7 +45,8 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, int]:
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        # Under spark-submit the Python driver's stderr arrives on the JVM's stdout.
+        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, env=env)
         ps, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
             peak = max(peak, _tree_rss(ps))
@@ -64,6 +65,8 @@ def bench_size(n: int, work: Path) -> dict:
     gen_total = time.perf_counter() - t
     spark_submit = Path(sys.executable).parent / "spark-submit"
     seconds, peak = run_measured([str(spark_submit), "--master", "local[*]", "--driver-memory", "6g",
+                                  "--driver-java-options",
+                                  f"-Dlog4j2.configurationFile={REPO / 'batch' / 'log4j2.properties'}",
                                   str(REPO / "batch" / "ingest_mpd.py"), "--input", str(mpd),
                                   "--output", str(work / f"warehouse-{n}")], work / f"ingest-{n}.log")
     manifest = json.loads((work / f"warehouse-{n}" / "_manifest.json").read_text())

@@ -1,0 +1,40 @@
+"""`segue demo`, the command behind `make demo`, as a user runs it (reduced size)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+SEGUE = Path(sys.executable).parent / "segue"
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEGUE_SPARK__DRIVER_MEMORY": "1g", "SEGUE_SPARK__MASTER": "local[2]"}
+    return subprocess.run([str(SEGUE), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_demo_on_a_generated_sample(tmp_path):
+    result = _run(["demo", "--out", "demo", "--playlists", "500"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for step in ("generate MPD-shaped sample", "validate slices", "Spark ingest + data contracts"):
+        assert step in out
+    assert "playlists=500" in out and "rules held" in out and "total" in out
+    assert (tmp_path / "demo" / "warehouse" / "mpd" / "_manifest.json").is_file()
+
+
+def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
+    own = tmp_path / "my-mpd"
+    own.mkdir()
+    shutil.copy(fixture_mpd / "mpd.slice.0-2.json", own)
+    result = _run(["demo", "--out", "demo", "--mpd", str(own)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "generate" not in result.stdout
+    assert "playlist_tracks=9" in result.stdout and "metadata=none" in result.stdout
