@@ -12,13 +12,23 @@ PYTEST_ARGS ?=
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install prerequisites demo test bench lock clean
+.PHONY: install prerequisites services demo test bench lock clean
 
 install: $(STAMP)
 
 prerequisites:
 	@command -v java >/dev/null || { echo "error: Java 17+ is needed by Spark. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: Python 3.11 is needed (found $$($(PYTHON) --version)). Set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+# Servers the tests start as local processes (no Docker): redis-server from Debian's packages.
+services:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server (Debian package)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; \
+	  else \
+	    echo "error: redis-server is needed by the tests. Install it: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
 
 $(STAMP): pyproject.toml requirements.lock | prerequisites
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +41,7 @@ $(STAMP): pyproject.toml requirements.lock | prerequisites
 demo: install
 	$(BIN)/segue demo --out $(DEMO_DIR) $(if $(MPD),--mpd $(MPD))
 
-test: install
+test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install

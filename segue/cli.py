@@ -98,14 +98,91 @@ def batch() -> None:
     """Spark batch jobs (the same as `spark-submit batch/<job>.py`)."""
 
 
-@batch.command("ingest", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                           "help_option_names": []})
-@click.pass_context
-def batch_ingest(ctx: click.Context) -> None:
-    """Ingest MPD slices and metadata into Parquet tables (see `segue batch ingest --help`)."""
-    from segue.batch import ingest_mpd
+def _spark_job(module: str):
+    """A `segue batch` command that runs a spark-submit job in-process with the same arguments."""
+    import importlib
 
-    sys.exit(ingest_mpd.main(ctx.args))
+    @click.pass_context
+    def run(ctx: click.Context) -> None:
+        sys.exit(importlib.import_module(f"segue.batch.{module}").main(ctx.args))
+
+    return run
+
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+batch.command("ingest", context_settings=_PASS_THROUGH,
+              help="Ingest MPD slices and metadata into Parquet tables (see `segue batch ingest --help`).")(
+    _spark_job("ingest_mpd"))
+batch.command("features", context_settings=_PASS_THROUGH,
+              help="Build the feature tables Feast reads (see `segue batch features --help`).")(
+    _spark_job("build_features"))
+batch.command("examples", context_settings=_PASS_THROUGH,
+              help="Build point-in-time training examples (see `segue batch examples --help`).")(
+    _spark_job("build_examples"))
+
+
+@cli.group()
+def features() -> None:
+    """The Feast feature store: apply definitions, materialize, look up online."""
+
+
+_PROFILE = click.option("--profile", type=click.Choice(["local", "redis", "spark"]), default=None,
+                        help="Feature store profile (default: features.profile).")
+
+
+@features.command("apply")
+@_PROFILE
+@click.pass_obj
+def features_apply(settings: SegueSettings, profile: str | None) -> None:
+    """`feast apply` for a profile, then check every view against its table."""
+    from segue.features.source_check import FeatureSourceError, check_feature_sources
+    from segue.features.store import apply_definitions, open_store
+
+    click.echo(apply_definitions(settings, profile))
+    try:
+        checked = check_feature_sources(open_store(settings, profile))
+    except FeatureSourceError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"sources match their tables: {', '.join(checked)}")
+
+
+@features.command("materialize")
+@_PROFILE
+@click.option("--end", type=click.DateTime(), default=None, help="Materialize up to this UTC time (default: now).")
+@click.pass_obj
+def features_materialize(settings: SegueSettings, profile: str | None, end) -> None:
+    """Contracts on the feature tables, then `feast materialize-incremental` (nothing if a rule fails)."""
+    from datetime import timezone
+
+    from segue.batch.contracts import ContractViolation
+    from segue.batch.spark_session import build_spark
+    from segue.features.materialize import materialize
+    from segue.features.source_check import FeatureSourceError
+    from segue.features.store import open_store
+
+    spark = build_spark("segue-materialize", settings.spark)
+    try:
+        result = materialize(open_store(settings, profile), spark,
+                             end.replace(tzinfo=timezone.utc) if end else None)
+    except (ContractViolation, FeatureSourceError) as e:
+        raise click.ClickException(f"nothing materialized: {e}") from None
+    click.echo(json.dumps({"end": result["end"], "views": result["views"]}, indent=2))
+
+
+@features.command("get")
+@_PROFILE
+@click.argument("service", type=click.Choice(["playlist_query_v1", "track_candidate_v1"]))
+@click.argument("keys", nargs=-1, required=True)
+@click.pass_obj
+def features_get(settings: SegueSettings, profile: str | None, service: str, keys: tuple[str, ...]) -> None:
+    """Online features of playlists (pids) or tracks (URIs); unknown ones are marked missing."""
+    from segue.features.online import lookup
+    from segue.features.store import open_store
+
+    key_name, parse = ("pid", int) if service == "playlist_query_v1" else ("track_uri", str)
+    rows = lookup(open_store(settings, profile), service, key_name, [parse(k) for k in keys])
+    click.echo(json.dumps([{key_name: r.key, "found": r.found, "features": r.features} for r in rows],
+                          indent=2, default=str))
 
 
 @cli.command()

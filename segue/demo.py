@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from segue.settings import SegueSettings
+from segue.settings import PathSettings, SegueSettings
 
 
 @dataclass
@@ -38,22 +38,30 @@ class Demo:
         width = max(len(s.name) for s in self.steps)
         lines = [f"{'step':<{width}}  {'seconds':>8}  facts", "-" * (width + 40)]
         for s in self.steps:
-            facts = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in s.facts.items())
+            facts = ", ".join(f"{k}={_fact(v)}" for k, v in s.facts.items())
             lines.append(f"{s.name:<{width}}  {s.seconds:8.1f}  {facts}")
         lines.append(f"{'total':<{width}}  {sum(s.seconds for s in self.steps):8.1f}")
         return "\n".join(lines)
 
 
 def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: int | None) -> int:
+    from segue.batch.build_examples import build_examples
+    from segue.batch.build_features import build_features
     from segue.batch.contracts import ContractViolation
     from segue.batch.ingest_mpd import ingest
+    from segue.features.materialize import materialize
+    from segue.features.online import lookup
+    from segue.features.source_check import FeatureSourceError, check_feature_sources
+    from segue.features.store import apply_definitions, open_store
     from segue.batch.mpd import MpdFormatError, read_playlists
     from segue.batch.spark_session import build_spark
     from segue.batch.synth import generate
 
     demo = Demo()
-    mpd_dir = mpd or out / "mpd"
-    warehouse = out / "warehouse" / "mpd"
+    # Every stage reads and writes under the demo folder.
+    settings = settings.model_copy(update={"paths": PathSettings(data_dir=out, mpd_dir=mpd)})
+    mpd_dir = Path(settings.paths.mpd_dir)
+    warehouse = Path(settings.paths.warehouse_dir)
     try:
         if mpd is None:
             gen = settings.generate.model_copy(update={"playlists": playlists} if playlists else {})
@@ -78,8 +86,42 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
                     "contracts": f"{sum(r['rules_checked'] for r in manifest['contracts'])} rules held"}
 
         demo.run("Spark ingest + data contracts", run_ingest)
+
+        def run_features() -> dict[str, Any]:
+            spark = build_spark("segue-demo-features", settings.spark)
+            manifest = build_features(spark, warehouse, Path(settings.paths.features_dir),
+                                      settings.features.recent_tracks)
+            return manifest["counts"]
+
+        demo.run("Spark feature tables", run_features)
+
+        def run_apply() -> dict[str, Any]:
+            apply_definitions(settings)
+            views = check_feature_sources(open_store(settings))
+            return {"profile": settings.features.profile, "views": len(views),
+                    "services": "playlist_query_v1, track_candidate_v1"}
+
+        demo.run("feast apply + source check", run_apply)
+
+        def run_materialize() -> dict[str, Any]:
+            spark = build_spark("segue-demo-materialize", settings.spark)
+            store = open_store(settings)
+            result = materialize(store, spark)
+            sample = lookup(store, "playlist_query_v1", "pid", [0, -1])
+            return {"views": len(result["views"]), "pid 0 online": sample[0].found,
+                    "unknown pid -1 found": sample[1].found}
+
+        demo.run("materialize (contract-gated)", run_materialize)
+
+        def run_examples() -> dict[str, Any]:
+            spark = build_spark("segue-demo-examples", settings.spark)
+            manifest = build_examples(spark, settings, open_store(settings), Path(settings.paths.examples_dir))
+            return {**manifest["counts"], "heldout": manifest["heldout_playlists"],
+                    "split_time": manifest["split_time"][:10]}
+
+        demo.run("training examples (point-in-time)", run_examples)
     except Exception as e:  # the summary below still says how far it got
-        if not isinstance(e, (MpdFormatError, ContractViolation, FileNotFoundError)):
+        if not isinstance(e, (MpdFormatError, ContractViolation, FeatureSourceError, FileNotFoundError)):
             traceback.print_exc()
         click.secho(f"\ndemo stopped: {e}", fg="red", err=True)
         return 1
@@ -89,11 +131,20 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             click.echo(demo.summary())
 
     click.echo(f"\nArtifacts:\n  MPD slices      {mpd_dir}\n  Parquet tables  {warehouse}"
-               f"  (manifest: {warehouse / '_manifest.json'})")
+               f"  (manifest: {warehouse / '_manifest.json'})\n"
+               f"  feature tables  {settings.paths.features_dir}\n"
+               f"  examples        {settings.paths.examples_dir}\n"
+               f"  Feast registry  feature_repo/data/ (try: segue features get playlist_query_v1 0)")
     report = mpd_dir / "generator_report.md"
     if report.is_file():
         click.echo(f"  yardsticks      {report}")
     return 0
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _generated_facts(report: dict[str, Any]) -> dict[str, Any]:

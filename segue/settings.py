@@ -31,12 +31,20 @@ class PathSettings(BaseModel):
     warehouse_dir: Path | None = Field(
         None, description="Ingested Parquet tables; default <data_dir>/warehouse/mpd"
     )
+    features_dir: Path | None = Field(
+        None, description="Feature tables the Feast sources read; default <data_dir>/features"
+    )
+    examples_dir: Path | None = Field(
+        None, description="Training examples; default <data_dir>/examples"
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> "PathSettings":
         self.mpd_dir = self.mpd_dir or self.data_dir / "mpd"
         self.metadata_dir = self.metadata_dir or self.mpd_dir / "metadata"
         self.warehouse_dir = self.warehouse_dir or self.data_dir / "warehouse" / "mpd"
+        self.features_dir = self.features_dir or self.data_dir / "features"
+        self.examples_dir = self.examples_dir or self.data_dir / "examples"
         return self
 
 
@@ -69,6 +77,29 @@ class GenerateSettings(BaseModel):
         return end
 
 
+class FeatureSettings(BaseModel):
+    """Feast: which profile (feature_store*.yaml) to open, and the feature jobs' parameters."""
+
+    profile: str = Field("local", pattern="^(local|redis|spark)$",
+                         description="local: SQLite online + DuckDB offline; redis: Redis online; "
+                                     "spark: Spark offline store")
+    redis_connection_string: str = "localhost:6379"
+    recent_tracks: int = Field(10, ge=1, le=100,
+                               description="Tracks in a playlist's recent-sequence features")
+
+
+class ExampleSettings(BaseModel):
+    """`segue batch examples`: how training examples are sampled and split."""
+
+    positions_per_playlist: int = Field(4, ge=1, description="Query positions sampled per playlist")
+    split_quantile: float = Field(0.8, gt=0, lt=1,
+                                  description="T = this quantile of playlists' modified_at; train before T")
+    heldout_share: float = Field(0.3, ge=0, lt=1,
+                                 description="Share of post-T playlists held out whole in challenge categories")
+    shards: int = Field(4, ge=1)
+    seed: int = 13
+
+
 class LogSettings(BaseModel):
     format: str = Field("text", pattern="^(text|json)$")
     level: str = "INFO"
@@ -84,6 +115,8 @@ class SegueSettings(BaseSettings):
     paths: PathSettings = Field(default_factory=PathSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    examples: ExampleSettings = Field(default_factory=ExampleSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

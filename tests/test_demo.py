@@ -24,10 +24,14 @@ def test_demo_on_a_generated_sample(tmp_path):
     result = _run(["demo", "--out", "demo", "--playlists", "500"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for step in ("generate MPD-shaped sample", "validate slices", "Spark ingest + data contracts"):
-        assert step in out
+    for step in ("generate MPD-shaped sample", "validate slices (strict reader)", "Spark ingest + data contracts",
+                 "Spark feature tables", "feast apply + source check", "materialize (contract-gated)",
+                 "training examples (point-in-time)"):
+        assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     assert "playlists=500" in out and "rules held" in out and "total" in out
-    assert (tmp_path / "demo" / "warehouse" / "mpd" / "_manifest.json").is_file()
+    assert "pid 0 online=yes" in out and "unknown pid -1 found=no" in out
+    for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json"):
+        assert (tmp_path / "demo" / artifact).is_file()
 
 
 def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
@@ -38,3 +42,4 @@ def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "generate" not in result.stdout
     assert "playlist_tracks=9" in result.stdout and "metadata=none" in result.stdout
+    assert "training examples (point-in-time): done" in result.stdout

@@ -112,6 +112,38 @@ def albums_table() -> list[Expectation]:
     return [*_not_null("album_uri", "artist_uri", "event_timestamp"), _unique("album_uri")]
 
 
+def playlist_timeline() -> list[Expectation]:
+    return [
+        *_not_null("pid", "pos", "track_uri", "added_at"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["pid", "pos"], description="(`pid`, `pos`) is unique"),
+    ]
+
+
+def playlist_snapshots() -> list[Expectation]:
+    return [
+        *_not_null("pid", "event_timestamp", "name", "num_tracks", "recent_track_uris"),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["pid", "event_timestamp"],
+            description="one snapshot per (`pid`, `event_timestamp`): a point-in-time join has one answer"),
+        gxe.ExpectColumnValuesToBeBetween(column="num_tracks", min_value=0, max_value=10_000,
+                                          description="a snapshot's `num_tracks` is within [0, 10000]"),
+    ]
+
+
+def track_features() -> list[Expectation]:
+    return [
+        *_not_null("track_uri", "event_timestamp", "artist_uri", "album_uri"),
+        _unique("track_uri"),
+        gxe.ExpectColumnValuesToBeBetween(column="popularity", min_value=0, max_value=100,
+                                          description="`popularity` is within [0, 100] when known"),
+        *_unit_interval("danceability", "energy", "valence", "acousticness"),
+    ]
+
+
+def artist_features() -> list[Expectation]:
+    return [*_not_null("artist_uri", "event_timestamp"), _unique("artist_uri")]
+
+
 SUITES: dict[str, Callable[[], list[Expectation]]] = {
     "raw_playlists": raw_playlists,
     "raw_tracks": raw_tracks,
@@ -120,4 +152,8 @@ SUITES: dict[str, Callable[[], list[Expectation]]] = {
     "tracks": tracks_table,
     "artists": artists_table,
     "albums": albums_table,
+    "playlist_timeline": playlist_timeline,
+    "playlist_snapshots": playlist_snapshots,
+    "track_features": track_features,
+    "artist_features": artist_features,
 }

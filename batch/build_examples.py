@@ -1,0 +1,228 @@
+"""Build training examples with point-in-time features read through the FeatureServices.
+
+    spark-submit batch/build_examples.py [--features data/features] [--output data/examples]
+    segue batch examples ...                         (the same job, in-process)
+
+An example is (playlist state just before position p -> the track at p). Positions are sampled,
+at most `positions_per_playlist` per playlist, so long playlists do not dominate. Features come
+from Feast's `get_historical_features` with the FeatureServices `playlist_query_v1` (as of one
+second before the track was added) and `track_candidate_v1` (the label track as of its addition);
+the list of features is whatever those services hold in the registry, never a list kept here.
+
+Split by time: T is a quantile of the playlists' last edits. Examples before T train; playlists
+edited after T are split into validation and test, and a share of them is held out whole, in the
+ten challenge categories, for evaluation. Output: sharded Parquet per split, the held-out set, each
+track's sampling probability in the training examples (for logQ correction), and a manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from segue.batch.mpd.categories import CATEGORIES
+from segue.batch.publish import OutputPublisher
+from segue.batch.spark_session import build_spark
+from segue.features.store import open_store
+from segue.logs import configure_logging
+from segue.settings import ExampleSettings, SegueSettings, load_settings
+
+_LOGGER = logging.getLogger(__name__)
+QUERY_SERVICE = "playlist_query_v1"
+CANDIDATE_SERVICE = "track_candidate_v1"
+SPLITS = ("train", "validation", "test")
+
+
+def _unit_hash(*cols: Column | str, seed: int) -> Column:
+    """A deterministic pseudo-random number in [0, 1) per row."""
+    return (F.abs(F.xxhash64(*cols, F.lit(seed))) % 1_000_000) / 1_000_000.0
+
+
+def sample_positions(timeline: DataFrame, k: int, seed: int) -> DataFrame:
+    """At most k positions per playlist, uniformly, so long playlists do not dominate."""
+    order = Window.partitionBy("pid").orderBy(F.xxhash64("pid", "pos", F.lit(seed)))
+    return timeline.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= k).drop("_r")
+
+
+def split_time(timeline: DataFrame, quantile: float) -> datetime:
+    last_edit = timeline.groupBy("pid").agg(F.max("added_at").alias("t"))
+    seconds = last_edit.select(F.unix_timestamp("t").cast("double").alias("s")).approxQuantile("s", [quantile], 0.0)[0]
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def playlist_roles(timeline: DataFrame, t: datetime, heldout_share: float, seed: int) -> DataFrame:
+    """pid -> role: `past` (last edit before T), or `validation` / `test` / `heldout` after T."""
+    last = timeline.groupBy("pid").agg(F.max("added_at").alias("last_edit"), F.count("*").alias("n"))
+    u = _unit_hash("pid", seed=seed)
+    rest = (1 - heldout_share) / 2
+    role = (F.when(F.col("last_edit") < F.lit(t), "past")
+            .when(u < heldout_share, "heldout")
+            .when(u < heldout_share + rest, "validation")
+            .otherwise("test"))
+    return last.withColumn("role", role).select("pid", "n", "role")
+
+
+def assign_splits(examples: DataFrame, roles: DataFrame, t: datetime) -> DataFrame:
+    """Before T: train (held-out playlists never). After T: the playlist's validation/test role."""
+    with_role = examples.join(roles.select("pid", "role"), "pid")
+    split = (F.when(F.col("role") == "heldout", F.lit(None))
+             .when(F.col("added_at") < F.lit(t), "train")
+             .otherwise(F.col("role")))
+    return with_role.withColumn("split", split).where(F.col("split").isNotNull()).drop("role")
+
+
+def heldout_challenge(timeline: DataFrame, roles: DataFrame, playlists: DataFrame, seed: int) -> DataFrame:
+    """Held-out playlists as challenge cases: a category each, seed tracks shown, the rest hidden."""
+    cats = F.array(*[F.struct(F.lit(i).alias("i"), F.lit(c.min_tracks).alias("min"))
+                     for i, c in enumerate(CATEGORIES)])
+    eligible = F.filter(cats, lambda c: c["min"] < F.col("n"))
+    chosen = F.element_at(eligible, (F.abs(F.xxhash64("pid", F.lit(seed))) % F.size(eligible) + 1).cast("int"))["i"]
+    cases = (roles.where(F.col("role") == "heldout").withColumn("eligible", eligible)
+             .where(F.size("eligible") > 0).withColumn("category_index", chosen).select("pid", "category_index"))
+    meta = F.array(*[F.struct(F.lit(c.name).alias("name"), F.lit(c.seeds).alias("seeds"),
+                              F.lit(c.titled).alias("titled"), F.lit(c.random_seeds).alias("random"))
+                     for c in CATEGORIES])
+    cat = F.element_at(meta, F.col("category_index") + 1)
+    ranked = (timeline.join(cases, "pid").withColumn("cat", cat)
+              .withColumn("_r", F.row_number().over(
+                  Window.partitionBy("pid").orderBy(F.xxhash64("pid", "pos", F.lit(seed + 1))))))
+    is_seed = F.when(F.col("cat.random"), F.col("_r") <= F.col("cat.seeds")).otherwise(F.col("pos") < F.col("cat.seeds"))
+    entries = ranked.withColumn("is_seed", is_seed)
+
+    def uris(cond: Column) -> Column:
+        picked = F.sort_array(F.collect_list(F.when(cond, F.struct("pos", "track_uri"))))
+        return F.transform(picked, lambda s: s["track_uri"])
+
+    grouped = entries.groupBy("pid", "cat").agg(
+        uris(F.col("is_seed")).alias("seed_track_uris"), uris(~F.col("is_seed")).alias("holdout_track_uris"),
+        F.max("added_at").alias("modified_at"),
+        # For first-k seeds the query is the playlist as it was before position k.
+        F.min(F.when(~F.col("is_seed"), F.col("added_at"))).alias("first_holdout_added_at"))
+    return (grouped.join(playlists.select("pid", "name"), "pid")
+            .select("pid", F.col("cat.name").alias("category"),
+                    F.when(F.col("cat.titled"), F.col("name")).otherwise(F.lit("")).alias("name"),
+                    "seed_track_uris", "holdout_track_uris", "modified_at",
+                    F.when(~F.col("cat.random"), F.col("first_holdout_added_at") - F.expr("INTERVAL 1 SECOND"))
+                    .alias("query_as_of")))
+
+
+def attach_features(store: FeatureStore, examples: pd.DataFrame) -> pd.DataFrame:
+    """Query features as of 1 s before the label was added; the label's features as of its addition."""
+    query = store.get_historical_features(
+        entity_df=pd.DataFrame({"example_id": examples.example_id, "pid": examples.pid,
+                                "event_timestamp": examples.added_at - pd.Timedelta(seconds=1)}),
+        features=store.get_feature_service(QUERY_SERVICE), full_feature_names=True).to_df()
+    candidate = store.get_historical_features(
+        entity_df=pd.DataFrame({"example_id": examples.example_id, "track_uri": examples.track_uri,
+                                "event_timestamp": examples.added_at}),
+        features=store.get_feature_service(CANDIDATE_SERVICE), full_feature_names=True).to_df()
+    query = query.drop(columns=["event_timestamp", "pid"])
+    candidate = candidate.drop(columns=["event_timestamp", "track_uri"])
+    return examples.merge(query, on="example_id").merge(candidate, on="example_id")
+
+
+def service_features(store: FeatureStore, service: str) -> list[str]:
+    """The features a service holds, as `view__feature` (the registry is the only list)."""
+    fs = store.get_feature_service(service)
+    return [f"{p.name_to_use()}__{f.name}" for p in fs.feature_view_projections for f in p.features]
+
+
+def _write_shards(df: pd.DataFrame, folder: Path, shards: int) -> None:
+    folder.mkdir(parents=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    n = max(1, min(shards, table.num_rows))
+    bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
+    for i in range(n):
+        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), folder / f"part-{i:05d}.parquet")
+
+
+def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureStore, output: Path) -> dict:
+    """Runs the job; the feature tables are the ones the Feast sources read (`paths.features_dir`)."""
+    cfg: ExampleSettings = settings.examples
+    features_dir = Path(settings.paths.features_dir)
+    started = time.perf_counter()
+    timeline = spark.read.parquet(str(features_dir / "playlist_timeline")).cache()
+    t = split_time(timeline, cfg.split_quantile)
+    roles = playlist_roles(timeline, t, cfg.heldout_share, cfg.seed).cache()
+    sampled = assign_splits(sample_positions(timeline, cfg.positions_per_playlist, cfg.seed), roles, t)
+    examples = (sampled.withColumn("example_id", F.monotonically_increasing_id())
+                .select("example_id", "pid", "pos", "track_uri", "added_at", "split").toPandas())
+    examples["added_at"] = pd.to_datetime(examples["added_at"], utc=True)
+    _LOGGER.info("positions sampled", extra={"examples": len(examples), "split_time": t.isoformat()})
+
+    full = attach_features(store, examples)
+    train = full[full.split == "train"]
+    counts = train.track_uri.value_counts()
+    sampling = pd.DataFrame({"track_uri": counts.index, "count": counts.values,
+                             "probability": counts.values / counts.values.sum()})
+    full["candidate_sampling_probability"] = full.track_uri.map(sampling.set_index("track_uri").probability)
+
+    playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
+    heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
+    counts_by_split = {}
+    with OutputPublisher(output) as run_dir:
+        rng = np.random.default_rng(cfg.seed)
+        for split in SPLITS:
+            part = full[full.split == split].drop(columns=["split"])
+            # Shuffled on disk, so a sequential tf.data reader already sees mixed playlists.
+            part = part.iloc[rng.permutation(len(part))] if split == "train" else part.sort_values("example_id")
+            _write_shards(part, run_dir / split, cfg.shards)
+            counts_by_split[split] = len(part)
+        sampling.to_parquet(run_dir / "track_sampling.parquet", index=False)
+        heldout.to_parquet(run_dir / "heldout_challenge.parquet", index=False)
+        seconds = time.perf_counter() - started
+        manifest = {
+            "split_time": t.isoformat(), "features": str(features_dir.absolute()),
+            "feature_store": str(store.repo_path),
+            "feature_services": {s: service_features(store, s) for s in (QUERY_SERVICE, CANDIDATE_SERVICE)},
+            "positions_per_playlist": cfg.positions_per_playlist, "counts": counts_by_split,
+            "heldout_playlists": len(heldout),
+            "heldout_by_category": heldout.category.value_counts().to_dict(),
+            "seconds": round(seconds, 1), "examples_per_s": round(len(full) / seconds),
+        }
+        (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    settings = load_settings()
+    p = argparse.ArgumentParser(prog="build_examples", description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", type=Path, default=settings.paths.features_dir,
+                   help="feature tables (also what the Feast sources read)")
+    p.add_argument("--output", type=Path, default=settings.paths.examples_dir)
+    p.add_argument("--profile", default=None, help="feature store profile: local | redis | spark")
+    p.add_argument("--master", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings()
+    configure_logging(settings.log.format, settings.log.level)
+    args = parse_args(argv)
+    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"features_dir": args.features})})
+    spark = build_spark("segue-build-examples", settings.spark, args.master)
+    try:
+        manifest = build_examples(spark, settings, open_store(settings, args.profile), args.output)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"build_examples failed: {e}\nThe previous output (if any) is untouched.", file=sys.stderr)
+        return 1
+    print(json.dumps({k: manifest[k] for k in ("split_time", "counts", "heldout_playlists", "examples_per_s")},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Build the feature tables that the Feast sources read, from the ingested Parquet tables.
+
+    spark-submit batch/build_features.py --warehouse data/warehouse/mpd --output data/features
+    segue batch features ...                         (the same job, in-process)
+
+The MPD gives only a playlist's final state. A playlist is rebuilt as a timeline: its tracks were
+added over `num_edits` sessions spread back from `modified_at`, one second apart within a session
+(the last track lands exactly on `modified_at`). Every position is a snapshot, so a point-in-time
+join asked "as of just before track p was added" sees exactly tracks 0..p-1.
+
+Tables (event_timestamp: UTC, microseconds):
+  playlist_timeline   pid, pos, track_uri, added_at                (for training examples)
+  playlist_snapshots  pid, event_timestamp, name, counts as of then, recent track/artist/album uris
+                      (one row per position, and an empty one just before the first track)
+  track_features      track_uri, event_timestamp (first added anywhere), names, ids, metadata
+  artist_features     artist_uri, event_timestamp, name, genres, popularity, followers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from segue.batch.contracts import ContractChecker, ContractViolation
+from segue.batch.publish import OutputPublisher
+from segue.batch.spark_session import build_spark
+from segue.logs import configure_logging
+from segue.settings import load_settings
+
+_LOGGER = logging.getLogger(__name__)
+DAY = 86_400
+MAX_SESSION_GAP_DAYS = 30
+FEATURE_TABLES = ("playlist_timeline", "playlist_snapshots", "track_features", "artist_features")
+FEATURE_TABLE_IDS = {"playlist_timeline": ["pid", "pos"], "playlist_snapshots": ["pid", "event_timestamp"],
+                     "track_features": ["track_uri"], "artist_features": ["artist_uri"]}
+
+
+def playlist_timeline(playlists: DataFrame, playlist_tracks: DataFrame) -> DataFrame:
+    """(pid, pos, track_uri, artist_uri, album_uri, duration_ms, session, added_at) for every entry."""
+    sessions = F.greatest(F.lit(1), F.least("num_edits", "num_tracks"))
+    # A per-playlist gap between sessions, from a hash so reruns give the same timeline.
+    gap = (F.abs(F.xxhash64("pid")) % MAX_SESSION_GAP_DAYS + 1) * DAY
+    p = playlists.select("pid", "num_tracks", F.unix_timestamp("event_timestamp").alias("modified_s"),
+                         sessions.alias("sessions"), gap.alias("gap_s"))
+    t = playlist_tracks.join(p, "pid")
+    session = F.floor(F.col("pos") * F.col("sessions") / F.col("num_tracks"))
+    session_time = F.col("modified_s") - (F.col("sessions") - 1 - F.col("session")) * F.col("gap_s")
+    added = session_time - (F.col("num_tracks") - 1 - F.col("pos"))
+    return (t.withColumn("session", session.cast("int"))
+            .withColumn("added_at", F.timestamp_seconds(added))
+            .select("pid", "pos", "track_uri", "artist_uri", "album_uri", "duration_ms", "session", "added_at"))
+
+
+def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, recent: int) -> DataFrame:
+    """One row per position (the playlist right after that track was added), plus its creation."""
+    ordered = Window.partitionBy("pid").orderBy("pos")
+    last_n = ordered.rowsBetween(-(recent - 1), Window.currentRow)
+    so_far = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    final = playlists.select("pid", "name", "collaborative", F.col("num_tracks").alias("final_tracks"),
+                             F.col("num_followers").alias("final_followers"))
+    snap = timeline.join(final, "pid").select(
+        "pid", F.col("added_at").alias("event_timestamp"), "name", "collaborative",
+        (F.col("pos") + 1).alias("num_tracks"),
+        F.sum("duration_ms").over(so_far).alias("duration_ms"),
+        (F.col("session") + 1).cast("long").alias("num_edits"),
+        # MPD gives only the final follower count; grow it with the playlist as an estimate.
+        F.greatest(F.lit(1), F.round(F.col("final_followers") * (F.col("pos") + 1)
+                                     / F.col("final_tracks")).cast("long")).alias("num_followers"),
+        F.collect_list("track_uri").over(last_n).alias("recent_track_uris"),
+        F.collect_list("artist_uri").over(last_n).alias("recent_artist_uris"),
+        F.collect_list("album_uri").over(last_n).alias("recent_album_uris"))
+    # The empty playlist, a second before its first track: a query "as of before position 0"
+    # still finds the name (the challenge's title-only case) instead of nothing.
+    empty = F.array().cast("array<string>")
+    created = timeline.where(F.col("pos") == 0).join(final, "pid").select(
+        "pid", (F.col("added_at") - F.expr("INTERVAL 1 SECOND")).alias("event_timestamp"), "name",
+        "collaborative", F.lit(0).cast("long").alias("num_tracks"), F.lit(0).cast("long").alias("duration_ms"),
+        F.lit(0).cast("long").alias("num_edits"), F.lit(1).cast("long").alias("num_followers"),
+        empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"), empty.alias("recent_album_uris"))
+    return snap.unionByName(created)
+
+
+def track_features(tracks: DataFrame, artists: DataFrame, timeline: DataFrame) -> DataFrame:
+    first_added = timeline.groupBy("track_uri").agg(F.min("added_at").alias("event_timestamp"))
+    artist_cols = artists.select("artist_uri", F.col("genres").alias("artist_genres"),
+                                 F.col("popularity").alias("artist_popularity"),
+                                 F.col("followers").alias("artist_followers"))
+    return (tracks.drop("event_timestamp", "num_entries")
+            .join(first_added, "track_uri")
+            .join(artist_cols, "artist_uri", "left")
+            .withColumn("release_year", F.year("release_date").cast("long"))
+            .drop("release_date"))
+
+
+def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
+    first_added = timeline.groupBy("artist_uri").agg(F.min("added_at").alias("event_timestamp"))
+    return (artists.select("artist_uri", "artist_name", "genres", "popularity", "followers")
+            .join(first_added, "artist_uri"))
+
+
+def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: int) -> dict:
+    def read(name: str) -> DataFrame:
+        return spark.read.parquet(str(warehouse / name))
+
+    checker = ContractChecker()
+    with OutputPublisher(output) as run_dir:
+        playlists = read("playlists")
+        timeline_path = str(run_dir / "playlist_timeline")
+        playlist_timeline(playlists, read("playlist_tracks")).write.parquet(timeline_path)
+        timeline = spark.read.parquet(timeline_path)
+        playlist_snapshots(playlists, timeline, recent).write.parquet(str(run_dir / "playlist_snapshots"))
+        track_features(read("tracks"), read("artists"), timeline).write.parquet(str(run_dir / "track_features"))
+        artist_features(read("artists"), timeline).write.parquet(str(run_dir / "artist_features"))
+
+        tables = {n: spark.read.parquet(str(run_dir / n)) for n in FEATURE_TABLES}
+        reports = [checker.check(df, name, FEATURE_TABLE_IDS[name]) for name, df in tables.items()]
+        if any(not r.success for r in reports):
+            raise ContractViolation(reports)
+        manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": recent,
+                    "counts": {n: df.count() for n, df in tables.items()},
+                    "contracts": [r.to_dict() for r in reports]}
+        (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    settings = load_settings()
+    p = argparse.ArgumentParser(prog="build_features", description=__doc__.split("\n\n")[0])
+    p.add_argument("--warehouse", type=Path, default=settings.paths.warehouse_dir)
+    p.add_argument("--output", type=Path, default=settings.paths.features_dir)
+    p.add_argument("--recent", type=int, default=settings.features.recent_tracks,
+                   help="tracks kept in the recent-sequence features")
+    p.add_argument("--master", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load_settings()
+    configure_logging(settings.log.format, settings.log.level)
+    args = parse_args(argv)
+    spark = build_spark("segue-build-features", settings.spark, args.master)
+    try:
+        manifest = build_features(spark, args.warehouse, args.output, args.recent)
+    except (ContractViolation, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"build_features failed: {e}\nThe previous output (if any) is untouched.", file=sys.stderr)
+        return 1
+    print(json.dumps({"output": str(args.output), "counts": manifest["counts"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

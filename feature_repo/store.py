@@ -1,0 +1,50 @@
+"""Opens the Feast store for a profile, with Segue's settings passed to Feast's YAML."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from feast import FeatureStore
+
+from segue.settings import SegueSettings
+
+REPO_PATH = Path(__file__).resolve().parent
+PROFILE_FILES = {"local": "feature_store.yaml", "redis": "feature_store.redis.yaml",
+                 "spark": "feature_store.spark.yaml"}
+
+
+def profile_environment(settings: SegueSettings, profile: str) -> dict[str, str]:
+    """The variables Feast's YAML and definitions.py read; `feast` CLI users set the same ones."""
+    return {"SEGUE_FEATURES__PROFILE": profile,
+            "SEGUE_FEATURES__REDIS_CONNECTION_STRING": settings.features.redis_connection_string,
+            "SEGUE_PATHS__FEATURES_DIR": str(Path(settings.paths.features_dir).absolute())}
+
+
+def open_store(settings: SegueSettings, profile: str | None = None,
+               repo_path: Path = REPO_PATH) -> FeatureStore:
+    """The store of a profile; `repo_path` may name another copy of this folder (tests do)."""
+    profile = profile or settings.features.profile
+    if profile not in PROFILE_FILES:
+        raise ValueError(f"unknown feature profile {profile!r}; choose one of {sorted(PROFILE_FILES)}")
+    # Feast expands ${VAR} in its YAML from the environment and imports definitions.py, which
+    # reads the settings from it too: one source of truth for paths and connections.
+    os.environ.update(profile_environment(settings, profile))
+    (repo_path / "data").mkdir(exist_ok=True)
+    return FeatureStore(repo_path=str(repo_path), fs_yaml_file=repo_path / PROFILE_FILES[profile])
+
+
+def apply_definitions(settings: SegueSettings, profile: str | None = None,
+                      repo_path: Path = REPO_PATH) -> str:
+    """`feast apply` for a profile, run as users run it (the CLI, in the repo folder); returns its output."""
+    profile = profile or settings.features.profile
+    (repo_path / "data").mkdir(exist_ok=True)
+    env = {**os.environ, **profile_environment(settings, profile)}
+    feast = Path(sys.executable).parent / "feast"
+    done = subprocess.run([str(feast), "-f", PROFILE_FILES[profile], "apply"], cwd=repo_path, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"feast apply ({profile}) failed:\n{done.stderr[-4000:]}")
+    return done.stdout

@@ -1,0 +1,252 @@
+"""Feast as the single source of features: real Feast, real SQLite, real Redis, real Spark.
+
+One generated sample is ingested and turned into feature tables once per module; each profile's
+registry and online store live in the module's temporary folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from segue.batch.build_examples import build_examples
+from segue.batch.build_features import build_features
+from segue.batch.contracts import ContractViolation
+from segue.batch.ingest_mpd import ingest
+from segue.batch.synth import generate
+from segue.features.materialize import materialize
+from segue.features.online import lookup
+from segue.features.source_check import FeatureSourceError, check_feature_sources
+from segue.features.store import REPO_PATH, apply_definitions, open_store
+from segue.settings import load_settings
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+RECENT = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, stopped afterwards."""
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:  # ready when it answers PING
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, spark, redis_url):
+    """Settings, a copy of the feature repo, and the feature tables of a generated sample."""
+    root = tmp_path_factory.mktemp("features")
+    mpd = root / "mpd"
+    generate(mpd, playlists=600, seed=5, tastes=8, start=date(2015, 1, 1), end=date(2017, 1, 1),
+             challenge_playlists=20, progress=False)
+    settings = load_settings(paths={"data_dir": root}, features={"redis_connection_string": redis_url,
+                                                                 "recent_tracks": RECENT})
+    ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
+    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, RECENT)
+    repo = root / "feature_repo"
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return settings, repo
+
+
+def _store(world, profile):
+    settings, repo = world
+    apply_definitions(settings, profile, repo)
+    return open_store(settings, profile, repo)
+
+
+def _timeline(world) -> pd.DataFrame:
+    settings, _ = world
+    return pq.read_table(settings.paths.features_dir / "playlist_timeline").to_pandas()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and pd.isna(a) and pd.isna(b):
+        return True
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if hasattr(b, "tolist"):
+        b = b.tolist()
+    return (a is None or a != a) and (b is None or b != b) if a is None or b is None else a == b
+
+
+@pytest.mark.parametrize("profile", ["local", "redis"])
+def test_offline_equals_online_as_of_a_time(world, spark, profile):
+    """get_historical_features at t == get_online_features after materializing up to t."""
+    store = _store(world, profile)
+    timeline = _timeline(world)
+    # Half a second past a whole second: no snapshot sits exactly on t.
+    t = timeline.added_at.quantile(0.6).floor("s").to_pydatetime() + timedelta(milliseconds=500)
+    materialize(store, spark, end=t)
+
+    pids = sorted(timeline.pid.drop_duplicates().sample(60, random_state=1))
+    tracks = sorted(timeline.track_uri.drop_duplicates().sample(60, random_state=2))
+    for service, key, keys in (("playlist_query_v1", "pid", pids), ("track_candidate_v1", "track_uri", tracks)):
+        entity_df = pd.DataFrame({key: keys, "event_timestamp": [t] * len(keys)})
+        offline = store.get_historical_features(entity_df=entity_df,
+                                                features=store.get_feature_service(service)).to_df()
+        offline = offline.set_index(key).loc[keys]
+        online = {row.key: row for row in lookup(store, service, key, keys)}
+        names = [c for c in offline.columns if c != "event_timestamp"]
+        existed = 0
+        for k in keys:
+            off = offline.loc[k]
+            known = not all(off[n] is None or (not hasattr(off[n], "__len__") and pd.isna(off[n])) for n in names)
+            assert online[k].found == known, f"{service} {k}: online found={online[k].found}, offline known={known}"
+            existed += known
+            if known:
+                for n in names:
+                    assert _same(off[n], online[k].features[n]), f"{service} {k} {n}: {off[n]!r} != {online[k].features[n]!r}"
+        assert 0 < existed < len(keys) or service == "track_candidate_v1", "t should split old from new"
+
+
+def test_unknown_entities_are_marked_missing(world, spark):
+    store = _store(world, "local")
+    materialize(store, spark)
+    rows = lookup(store, "track_candidate_v1", "track_uri", ["spotify:track:0000000000000000000000"])
+    assert rows[0].found is False and rows[0].features == {} and "track_name" in rows[0].missing_features
+    assert lookup(store, "playlist_query_v1", "pid", [10**9])[0].found is False
+
+
+@pytest.fixture(scope="module")
+def examples(world, spark):
+    settings, _ = world
+    store = _store(world, "local")
+    out = settings.paths.examples_dir
+    manifest = build_examples(spark, settings, store, out)
+    read = {s: pq.read_table(out / s).to_pandas() for s in ("train", "validation", "test")}
+    return manifest, read, pd.read_parquet(out / "heldout_challenge.parquet")
+
+
+def test_examples_carry_nothing_from_their_future(world, examples):
+    manifest, splits, heldout = examples
+    timeline = _timeline(world).sort_values(["pid", "pos"])
+    tracks_of = timeline.groupby("pid").track_uri.apply(list).to_dict()
+    t = pd.Timestamp(manifest["split_time"])
+    train = splits["train"]
+    assert len(train) > 0 and (train.added_at < t).all()
+    assert all((splits[s].added_at >= t).all() for s in ("validation", "test"))
+    assert not set(heldout.pid) & set(train.pid), "held-out playlists leaked into training"
+    for row in train.itertuples():
+        # The query is the playlist as it was: exactly the tracks before the label's position.
+        before = tracks_of[row.pid][:row.pos]
+        assert row.playlist_snapshots__num_tracks == row.pos
+        assert list(row.playlist_snapshots__recent_track_uris) == before[-RECENT:] if before else \
+            len(row.playlist_snapshots__recent_track_uris) == 0
+        assert row.track_uri not in before
+    # The label track's features existed when it was added (first added at or before then).
+    assert train.track_features__track_name.notna().all()
+    expected = train.track_uri.map(train.track_uri.value_counts() / len(train))
+    assert (train.candidate_sampling_probability - expected).abs().max() < 1e-12
+    sampling = pd.read_parquet(Path(world[0].paths.examples_dir) / "track_sampling.parquet")
+    assert abs(sampling.probability.sum() - 1) < 1e-9
+    assert (train.candidate_sampling_probability > 0).all()
+
+
+def test_examples_list_features_only_through_the_services(world, spark, examples):
+    """Adding a feature to a FeatureService changes examples and online vectors, with no other edit."""
+    manifest, splits, _ = examples
+    assert "playlist_snapshots__num_edits" in splits["train"].columns
+
+    settings, repo = world
+    edited = repo.parent / "feature_repo_edited"
+    shutil.copytree(repo, edited, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    definitions = edited / "definitions.py"
+    text = definitions.read_text()
+    narrowed = text.replace('features=[playlist_snapshots_fv],',
+                            'features=[playlist_snapshots_fv[["name", "recent_track_uris"]]],')
+    assert narrowed != text
+    definitions.write_text(narrowed)
+    apply_definitions(settings, "local", edited)
+    store = open_store(settings, "local", edited)
+    out = settings.paths.data_dir / "examples_narrow"
+    narrow = build_examples(spark, settings, store, out)
+    columns = set(pq.read_table(out / "train").column_names)
+    assert {"playlist_snapshots__name", "playlist_snapshots__recent_track_uris"} <= columns
+    assert "playlist_snapshots__num_edits" not in columns
+    assert narrow["feature_services"]["playlist_query_v1"] == [
+        "playlist_snapshots__name", "playlist_snapshots__recent_track_uris"]
+    materialize(store, spark)
+    row = lookup(store, "playlist_query_v1", "pid", [0])[0]
+    assert set(row.features) == {"name", "recent_track_uris"}
+
+
+def test_a_view_pointing_at_a_missing_column_fails_clearly(world, spark):
+    settings, repo = world
+    broken = repo.parent / "feature_repo_broken"
+    shutil.copytree(repo, broken, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    definitions = broken / "definitions.py"
+    definitions.write_text(definitions.read_text().replace(
+        'Field(name="track_name", dtype=String),', 'Field(name="track_name", dtype=String),\n        Field(name="mood", dtype=String),'))
+    apply_definitions(settings, "local", broken)
+    store = open_store(settings, "local", broken)
+    with pytest.raises(FeatureSourceError, match=r"view `track_features`: feature `mood` has no column"):
+        check_feature_sources(store)
+    with pytest.raises(FeatureSourceError, match="mood"):
+        materialize(store, spark)
+
+
+def test_a_table_breaking_its_contract_is_not_materialized(world, spark, tmp_path):
+    settings, repo = world
+    features = settings.paths.features_dir
+    bad = tmp_path / "features"
+    shutil.copytree(Path(features).resolve(), bad)
+    tracks = pq.read_table(bad / "track_features").to_pandas()
+    tracks.loc[:2, "popularity"] = 250
+    shutil.rmtree(bad / "track_features")
+    (bad / "track_features").mkdir()
+    tracks.to_parquet(bad / "track_features" / "part-0.parquet", index=False)
+
+    bad_settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"features_dir": bad})})
+    apply_definitions(bad_settings, "local", repo)
+    store = open_store(bad_settings, "local", repo)
+    online_db = repo / "data" / "online_store.db"
+    before = online_db.stat().st_mtime_ns if online_db.exists() else None
+    with pytest.raises(ContractViolation, match=r"`popularity` is within \[0, 100\].*3 of"):
+        materialize(store, spark)
+    assert (online_db.stat().st_mtime_ns if online_db.exists() else None) == before
+
+
+def test_spark_offline_store_gives_the_same_point_in_time_answer(world):
+    timeline = _timeline(world)
+    sample = timeline.sample(40, random_state=3)
+    entity_df = pd.DataFrame({"pid": sample.pid.values,
+                              "event_timestamp": (sample.added_at - pd.Timedelta(seconds=1)).values})
+    answers = {}
+    for profile in ("local", "spark"):
+        store = _store(world, profile)
+        df = store.get_historical_features(entity_df=entity_df.copy(),
+                                           features=store.get_feature_service("playlist_query_v1")).to_df()
+        answers[profile] = df.sort_values(["pid", "event_timestamp"]).reset_index(drop=True)
+    for column in ("num_tracks", "name"):
+        assert answers["local"][column].tolist() == answers["spark"][column].tolist()
+    assert [list(x) for x in answers["local"].recent_track_uris] == \
+        [list(x) for x in answers["spark"].recent_track_uris]
