@@ -44,8 +44,9 @@ demo: install
 test: install services
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install
+bench: install services
 	$(BIN)/python benchmarks/bench_batch.py
+	$(BIN)/python benchmarks/bench_features.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:

@@ -8,8 +8,6 @@ from typing import Any
 from feast import FeatureStore
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
-MISSING = "MISSING"
-
 
 @dataclass(frozen=True)
 class OnlineRow:
@@ -21,31 +19,43 @@ class OnlineRow:
     missing_features: tuple[str, ...] = ()
 
 
-def lookup(store: FeatureStore, service: str, key_name: str, keys: list[Any]) -> list[OnlineRow]:
-    """Reads `service` for each key. An entity with no stored row comes back `found=False`.
+class OnlineFeatureReader:
+    """Reads one FeatureService for one entity key; the service is resolved once, not per request.
 
-    Nulls are a legal value (a track without metadata), so the value cannot decide. SQLite answers
-    an unknown key with a NOT_FOUND status; Feast's Redis store answers PRESENT nulls stamped at
-    the epoch instead. No stored feature carries the epoch, so a value without a time is absent.
+    Nulls are a legal value (a track without metadata), so the value cannot say whether an entity
+    exists. SQLite answers an unknown key with a NOT_FOUND status; Feast's Redis store answers
+    PRESENT nulls stamped at the epoch instead. No stored feature carries the epoch, so a value
+    without a time counts as absent too.
     """
-    response = store.get_online_features(
-        features=store.get_feature_service(service),
-        entity_rows=[{key_name: k} for k in keys])
-    values = response.to_dict()
-    proto = response.proto
-    names = list(proto.metadata.feature_names.val)
-    rows = []
-    for i, key in enumerate(keys):
-        absent_by_name = {name: _absent(proto.results[j], i) for j, name in enumerate(names)}
-        feature_names = [n for n in names if n != key_name]
-        absent = tuple(n for n in feature_names if absent_by_name[n])
-        found = len(absent) < len(feature_names)
-        rows.append(OnlineRow(key=key, found=found,
-                              features={n: values[n][i] for n in feature_names} if found else {},
-                              missing_features=absent))
-    return rows
+
+    def __init__(self, store: FeatureStore, service: str, key_name: str):
+        self._store = store
+        self._service = store.get_feature_service(service)
+        self._key_name = key_name
+
+    def read(self, keys: list[Any]) -> list[OnlineRow]:
+        response = self._store.get_online_features(
+            features=self._service, entity_rows=[{self._key_name: k} for k in keys])
+        values = response.to_dict()
+        proto = response.proto
+        names = list(proto.metadata.feature_names.val)
+        absent_by_feature = {}
+        for name, result in zip(names, proto.results):
+            if name != self._key_name:
+                seconds = [t.seconds for t in result.event_timestamps]
+                absent_by_feature[name] = [s == FieldStatus.NOT_FOUND or ts == 0
+                                           for s, ts in zip(result.statuses, seconds)]
+        features = list(absent_by_feature)
+        rows = []
+        for i, key in enumerate(keys):
+            absent = tuple(n for n in features if absent_by_feature[n][i])
+            found = len(absent) < len(features)
+            rows.append(OnlineRow(key=key, found=found,
+                                  features={n: values[n][i] for n in features} if found else {},
+                                  missing_features=absent))
+        return rows
 
 
-def _absent(result, i: int) -> bool:
-    status = result.statuses[i]
-    return status == FieldStatus.NOT_FOUND or result.event_timestamps[i].seconds == 0
+def lookup(store: FeatureStore, service: str, key_name: str, keys: list[Any]) -> list[OnlineRow]:
+    """One-off read of `service` for `keys`; long-lived callers keep an OnlineFeatureReader."""
+    return OnlineFeatureReader(store, service, key_name).read(keys)
