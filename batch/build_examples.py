@@ -35,9 +35,8 @@ from pyspark.sql import functions as F
 
 from segue.batch.mpd.categories import CATEGORIES
 from segue.batch.publish import OutputPublisher
-from segue.batch.spark_session import build_spark
+from segue.batch.spark_job import run_spark_job
 from segue.features.store import open_store
-from segue.logs import configure_logging
 from segue.settings import ExampleSettings, SegueSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -208,21 +207,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = load_settings()
-    configure_logging(settings.log.format, settings.log.level)
-    args = parse_args(argv)
+def _run(spark: SparkSession, settings: SegueSettings, args: argparse.Namespace) -> dict:
+    # --features is also what the Feast sources read, so it goes through the settings.
     settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"features_dir": args.features})})
-    spark = build_spark("segue-build-examples", settings.spark, args.master)
-    try:
-        manifest = build_examples(spark, settings, open_store(settings, args.profile), args.output)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"build_examples failed: {e}\nThe previous output (if any) is untouched.", file=sys.stderr)
-        return 1
-    print(json.dumps({k: manifest[k] for k in ("split_time", "counts", "heldout_playlists", "examples_per_s")},
-                     indent=2))
-    return 0
+    return build_examples(spark, settings, open_store(settings, args.profile), args.output)
 
+
+def main(argv: list[str] | None = None) -> int:
+    return run_spark_job("build_examples", parse_args(argv), _run,
+                         ("split_time", "counts", "heldout_playlists", "examples_per_s"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,7 +12,8 @@ Tables (event_timestamp: UTC, microseconds):
   playlist_timeline   pid, pos, track_uri, added_at                (for training examples)
   playlist_snapshots  pid, event_timestamp, name, counts as of then, recent track/artist/album uris
                       (one row per position, and an empty one just before the first track)
-  track_features      track_uri, event_timestamp (first added anywhere), names, ids, metadata
+  track_features      track_uri, event_timestamp = first_added_s (first added anywhere), names, ids,
+                      metadata
   artist_features     artist_uri, event_timestamp, name, genres, popularity, followers
 """
 
@@ -29,8 +30,7 @@ from pyspark.sql import functions as F
 
 from segue.batch.contracts import ContractChecker, ContractViolation
 from segue.batch.publish import OutputPublisher
-from segue.batch.spark_session import build_spark
-from segue.logs import configure_logging
+from segue.batch.spark_job import run_spark_job
 from segue.settings import load_settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def track_features(tracks: DataFrame, artists: DataFrame, timeline: DataFrame) -
                                  F.col("followers").alias("artist_followers"))
     return (tracks.drop("event_timestamp", "num_entries")
             .join(first_added, "track_uri")
+            # Epoch seconds: Feast's online path loses timestamp-typed features (returns None).
+            .withColumn("first_added_s", F.unix_timestamp("event_timestamp"))
             .join(artist_cols, "artist_uri", "left")
             .withColumn("release_year", F.year("release_date").cast("long"))
             .drop("release_date"))
@@ -141,18 +143,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings()
-    configure_logging(settings.log.format, settings.log.level)
-    args = parse_args(argv)
-    spark = build_spark("segue-build-features", settings.spark, args.master)
-    try:
-        manifest = build_features(spark, args.warehouse, args.output, args.recent)
-    except (ContractViolation, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"build_features failed: {e}\nThe previous output (if any) is untouched.", file=sys.stderr)
-        return 1
-    print(json.dumps({"output": str(args.output), "counts": manifest["counts"]}, indent=2))
-    return 0
-
+    return run_spark_job("build_features", parse_args(argv), lambda spark, _, args: build_features(
+        spark, args.warehouse, args.output, args.recent), ("counts",))
 
 if __name__ == "__main__":
     sys.exit(main())

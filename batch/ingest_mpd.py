@@ -30,8 +30,7 @@ from segue.batch.mpd.reader import MpdFormatError, read_slice, slice_files
 from segue.batch.mpd.records import ArtistMetadata, Playlist, SliceInfo, TrackMetadata
 from segue.batch.mpd.spark_schema import spark_schema
 from segue.batch.publish import OutputPublisher
-from segue.batch.spark_session import build_spark
-from segue.logs import configure_logging
+from segue.batch.spark_job import run_spark_job
 from segue.settings import load_settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -262,19 +261,8 @@ def resolve_metadata(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings()
-    configure_logging(settings.log.format, settings.log.level)
-    args = parse_args(argv)
-    spark = build_spark("segue-ingest-mpd", settings.spark, args.master)
-    try:
-        manifest = ingest(spark, args.input, args.output, resolve_metadata(args), args.keep_previous)
-    except (MpdFormatError, ContractViolation, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ingest failed: {e}\nThe previous output (if any) is untouched.", file=sys.stderr)
-        return 1
-    print(json.dumps({"output": str(args.output), "counts": manifest["counts"],
-                      "seconds": manifest["seconds"]}, indent=2))
-    return 0
-
+    return run_spark_job("ingest", parse_args(argv), lambda spark, _, args: ingest(
+        spark, args.input, args.output, resolve_metadata(args), args.keep_previous), ("counts", "seconds"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -82,6 +82,7 @@ track_features_fv = FeatureView(
         Field(name="popularity", dtype=Int64),
         Field(name="explicit", dtype=Bool),
         Field(name="release_year", dtype=Int64),
+        Field(name="first_added_s", dtype=Int64),  # first time on any playlist (epoch s): track age
         *[Field(name=f, dtype=Float64) for f in (
             "danceability", "energy", "speechiness", "acousticness", "instrumentalness",
             "liveness", "valence", "loudness", "tempo")],

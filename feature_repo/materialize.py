@@ -20,8 +20,18 @@ from segue.features.source_check import check_feature_sources, source_path
 _LOGGER = logging.getLogger(__name__)
 
 
-def materialize(store: FeatureStore, spark: SparkSession, end: datetime | None = None) -> dict:
-    """Checks sources and contracts of every view's table, then materializes up to `end` (now)."""
+# Before any feature time; Feast needs a concrete start for a full materialization.
+HISTORY_START = datetime(1970, 1, 2, tzinfo=timezone.utc)
+
+
+def materialize(store: FeatureStore, spark: SparkSession, end: datetime | None = None,
+                full: bool = False) -> dict:
+    """Checks sources and contracts of every view's table, then materializes up to `end` (now).
+
+    Incremental by default: from where the last run stopped. `full` rewrites the whole history;
+    needed after a rebuild of the feature tables or a new feature in a view, since Feast's
+    incremental run would skip rows whose times it has already passed.
+    """
     views = check_feature_sources(store)
     checker = ContractChecker()
     reports = []
@@ -31,6 +41,9 @@ def materialize(store: FeatureStore, spark: SparkSession, end: datetime | None =
     if any(not r.success for r in reports):
         raise ContractViolation(reports)
     end = end or datetime.now(timezone.utc)
-    store.materialize_incremental(end_date=end)
-    _LOGGER.info("materialized", extra={"views": views, "end": end.isoformat()})
-    return {"end": end.isoformat(), "views": views, "contracts": [r.to_dict() for r in reports]}
+    if full:
+        store.materialize(start_date=HISTORY_START, end_date=end)
+    else:
+        store.materialize_incremental(end_date=end)
+    _LOGGER.info("materialized", extra={"views": views, "end": end.isoformat(), "full": full})
+    return {"end": end.isoformat(), "full": full, "views": views, "contracts": [r.to_dict() for r in reports]}

@@ -149,8 +149,10 @@ def features_apply(settings: SegueSettings, profile: str | None) -> None:
 @features.command("materialize")
 @_PROFILE
 @click.option("--end", type=click.DateTime(), default=None, help="Materialize up to this UTC time (default: now).")
+@click.option("--full", is_flag=True,
+              help="Rewrite the whole history (after rebuilt feature tables or a new feature in a view).")
 @click.pass_obj
-def features_materialize(settings: SegueSettings, profile: str | None, end) -> None:
+def features_materialize(settings: SegueSettings, profile: str | None, end, full: bool) -> None:
     """Contracts on the feature tables, then `feast materialize-incremental` (nothing if a rule fails)."""
     from datetime import timezone
 
@@ -163,7 +165,7 @@ def features_materialize(settings: SegueSettings, profile: str | None, end) -> N
     spark = build_spark("segue-materialize", settings.spark)
     try:
         result = materialize(open_store(settings, profile), spark,
-                             end.replace(tzinfo=timezone.utc) if end else None)
+                             end.replace(tzinfo=timezone.utc) if end else None, full=full)
     except (ContractViolation, FeatureSourceError) as e:
         raise click.ClickException(f"nothing materialized: {e}") from None
     click.echo(json.dumps({"end": result["end"], "views": result["views"]}, indent=2))

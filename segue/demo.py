@@ -106,7 +106,8 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
         def run_materialize() -> dict[str, Any]:
             spark = build_spark("segue-demo-materialize", settings.spark)
             store = open_store(settings)
-            result = materialize(store, spark)
+            # Full: a re-run's tables hold times an earlier incremental run has already passed.
+            result = materialize(store, spark, full=True)
             sample = lookup(store, "playlist_query_v1", "pid", [0, -1])
             return {"views": len(result["views"]), "pid 0 online": sample[0].found,
                     "unknown pid -1 found": sample[1].found}

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
