@@ -93,7 +93,7 @@ def track_features(tracks: DataFrame, artists: DataFrame, timeline: DataFrame) -
                                  F.col("followers").alias("artist_followers"))
     return (tracks.drop("event_timestamp", "num_entries")
             .join(first_added, "track_uri")
-            # Epoch seconds: Feast's online path loses timestamp-typed features (returns None).
+            # Epoch seconds: a plain Int64 reads the same offline, online and in the towers.
             .withColumn("first_added_s", F.unix_timestamp("event_timestamp"))
             .join(artist_cols, "artist_uri", "left")
             .withColumn("release_year", F.year("release_date").cast("long"))
