@@ -37,6 +37,7 @@ from segue.batch.synth import generate
 from segue.features.materialize import materialize
 from segue.features.online import OnlineFeatureReader
 from segue.features.store import REPO_PATH, apply_definitions, open_store
+from segue.logs import configure_logging
 from segue.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--playlists", type=int, default=10_000)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "features.json")
     args = p.parse_args(argv)
+    configure_logging()  # the jobs' step lines are the progress of a long run
     rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="segue-bench-features-") as tmp:
         root = Path(tmp)

@@ -79,6 +79,8 @@ class ContractChecker:
         counts and example rows are computed for the rules that failed.
         """
         expectations = SUITES[suite]()
+        # GE persists the frame it checks; keep only what the rules and the examples read.
+        df = df.select(*dict.fromkeys([*_columns_read(expectations), *id_columns]))
         verdicts = self._run(df, suite, expectations, {"result_format": "BOOLEAN_ONLY"})
         failed = [_fresh_copy(r.expectation_config) for r in verdicts if not r.success]
         failures = []
@@ -106,6 +108,16 @@ class ContractChecker:
             self._source.delete_asset(name)
         by_id = {r.expectation_config.id: r for r in result.results}
         return [by_id[e.id] for e in gx_suite.expectations]
+
+
+def _columns_read(expectations: list[gxe.Expectation]) -> list[str]:
+    columns: list[str] = []
+    for e in expectations:
+        for name in ("column", "column_A", "column_B"):
+            if getattr(e, name, None):
+                columns.append(getattr(e, name))
+        columns.extend(getattr(e, "column_list", None) or [])
+    return columns
 
 
 def _fresh_copy(config: Any) -> gxe.Expectation:
