@@ -47,6 +47,7 @@ test: install services
 bench: install services
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_training.py
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:

@@ -25,7 +25,6 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pyarrow.parquet as pq
 
@@ -39,6 +38,8 @@ from segue.features.online import OnlineFeatureReader
 from segue.features.store import REPO_PATH, apply_definitions, open_store
 from segue.logs import configure_logging
 from segue.settings import load_settings
+
+from latency import latency_ms  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,18 +57,6 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
-
-
-def latency_ms(fn, repeats: int) -> dict:
-    for _ in range(10):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t) * 1000)
-    return {"p50_ms": round(float(np.percentile(samples, 50)), 3),
-            "p99_ms": round(float(np.percentile(samples, 99)), 3), "n": repeats}
 
 
 def online_latencies(store, pids: list[int], tracks: list[str], rng: random.Random) -> dict:

@@ -187,6 +187,74 @@ def features_get(settings: SegueSettings, profile: str | None, service: str, key
                           indent=2, default=str))
 
 
+def with_training_overrides(settings: SegueSettings, pairs: tuple[str, ...]) -> SegueSettings:
+    """Applies `--set key=value` pairs (values in YAML syntax) to the training settings."""
+    import yaml
+    from pydantic import ValidationError
+
+    from segue.settings import TrainingSettings
+
+    updates = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in TrainingSettings.model_fields:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE with KEY one of "
+                                     f"{', '.join(TrainingSettings.model_fields)}", param_hint="--set")
+        updates[key] = yaml.safe_load(value)
+    try:
+        training = TrainingSettings.model_validate({**settings.training.model_dump(), **updates})
+    except ValidationError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+    return settings.model_copy(update={"training": training})
+
+
+@cli.command("train")
+@click.option("--examples", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Training examples (default: paths.examples_dir).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Models folder; the version goes in a new subfolder (default: paths.models_dir).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a training setting, e.g. --set epochs=5 --set layers=[256,128].")
+@_PROFILE
+@click.pass_obj
+def train_command(settings: SegueSettings, examples: Path | None, out: Path | None,
+                  overrides: tuple[str, ...], profile: str | None) -> None:
+    """Train the two towers on the examples; export them and a ScaNN retrieval model."""
+    from segue.features.store import open_store
+    from segue.training.callbacks import TrainingCollapsed
+    from segue.training.train import train
+
+    settings = with_training_overrides(settings, overrides)
+    try:
+        result = train(settings, open_store(settings, profile), examples_dir=examples, models_dir=out)
+    except (TrainingCollapsed, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    m = result.manifest
+    click.echo(json.dumps({"model": str(result.path), "metrics": m["metrics"], "speed": m["speed"],
+                           "data": m["data"]}, indent=2))
+
+
+@cli.command("evaluate")
+@click.option("--model", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="A model version folder (default: <paths.models_dir>/latest).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder (default: <model>/evaluation).")
+@_PROFILE
+@click.pass_obj
+def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | None, profile: str | None) -> None:
+    """Score the model and the baselines on the held-out playlists; print and write the report."""
+    from segue.features.store import open_store
+    from segue.training.evaluate import evaluate
+    from segue.training.report import category_table, metrics_table
+
+    model = model or Path(settings.paths.models_dir) / "latest"
+    if not (model / "manifest.json").is_file():
+        raise click.ClickException(f"no trained model at {model}; run `segue train` first")
+    report = evaluate(settings, open_store(settings, profile), model, out)
+    click.echo(f"\n{metrics_table(report)}\n\nRecall@100 by category\n\n{category_table(report)}\n")
+    click.echo(f"report: {Path(out or Path(report['model_dir']) / 'evaluation')}/metrics.{{json,md}}, recall_at_k.png")
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,

@@ -56,8 +56,10 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
     from segue.batch.mpd import MpdFormatError, read_playlists
     from segue.batch.spark_session import build_spark
     from segue.batch.synth import generate
+    from segue.training.callbacks import TrainingCollapsed
 
     demo = Demo()
+    report = None
     # Every stage reads and writes under the demo folder.
     settings = settings.model_copy(update={"paths": PathSettings(data_dir=out, mpd_dir=mpd)})
     mpd_dir = Path(settings.paths.mpd_dir)
@@ -120,9 +122,17 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             return {**manifest["counts"], "heldout": manifest["heldout_playlists"],
                     "split_time": manifest["split_time"][:10]}
 
-        demo.run("training examples (point-in-time)", run_examples)
+        examples = demo.run("training examples (point-in-time)", run_examples)
+
+        if examples["train"] < settings.training.batch_size:
+            click.secho(f"\nskipping training: {examples['train']} training examples do not fill one batch of "
+                        f"{settings.training.batch_size}. Use more playlists or lower training.batch_size "
+                        "(SEGUE_TRAINING__BATCH_SIZE).", fg="yellow")
+        else:
+            report = _train_and_evaluate(demo, settings)
     except Exception as e:  # the summary below still says how far it got
-        if not isinstance(e, (MpdFormatError, ContractViolation, FeatureSourceError, FileNotFoundError)):
+        if not isinstance(e, (MpdFormatError, ContractViolation, FeatureSourceError, FileNotFoundError,
+                              TrainingCollapsed)):
             traceback.print_exc()
         click.secho(f"\ndemo stopped: {e}", fg="red", err=True)
         return 1
@@ -136,10 +146,44 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
                f"  feature tables  {settings.paths.features_dir}\n"
                f"  examples        {settings.paths.examples_dir}\n"
                f"  Feast registry  feature_repo/data/ (try: segue features get playlist_query_v1 0)")
-    report = mpd_dir / "generator_report.md"
-    if report.is_file():
-        click.echo(f"  yardsticks      {report}")
+    yardsticks = mpd_dir / "generator_report.md"
+    if yardsticks.is_file():
+        click.echo(f"  yardsticks      {yardsticks}")
+    if report is not None:
+        from segue.training.report import metrics_table
+
+        evaluation = Path(report["model_dir"]) / "evaluation"
+        click.echo(f"  model           {report['model_dir']}  (towers: query/, candidate/; ScaNN: retrieval/)\n"
+                   f"  evaluation      {evaluation}/metrics.md, recall_at_k.png")
+        click.secho(f"\nHeld-out playlists ({report['heldout_playlists']}), full catalog "
+                    f"({report['catalog_tracks']:,} tracks), seeds excluded", bold=True)
+        click.echo(metrics_table(report))
     return 0
+
+
+def _train_and_evaluate(demo: Demo, settings: SegueSettings) -> dict[str, Any]:
+    from segue.features.store import open_store
+    from segue.training.evaluate import evaluate
+    from segue.training.train import train
+
+    trained: dict[str, Any] = {}
+
+    def run_train() -> dict[str, Any]:
+        result = train(settings, open_store(settings))
+        trained["path"] = result.path
+        m = result.manifest
+        return {"version": m["version"], "examples": m["data"]["train_examples"], "epochs": m["speed"]["epochs"],
+                "val recall@100": m["metrics"]["val_recall_at_100"], "examples/s": m["speed"]["examples_per_s"]}
+
+    demo.run("train two-tower model (TFRS)", run_train)
+
+    def run_evaluate() -> dict[str, Any]:
+        report = evaluate(settings, open_store(settings), trained["path"])
+        trained["report"] = report
+        return {f"{name} recall@100": f"{r['overall']['recall@100']:.3f}" for name, r in report["models"].items()}
+
+    demo.run("evaluate vs baselines (held-out)", run_evaluate)
+    return trained["report"]
 
 
 def _fact(value: Any) -> str:

@@ -37,6 +37,9 @@ class PathSettings(BaseModel):
     examples_dir: Path | None = Field(
         None, description="Training examples; default <data_dir>/examples"
     )
+    models_dir: Path | None = Field(
+        None, description="Trained model versions and `latest`; default <data_dir>/models"
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> "PathSettings":
@@ -45,6 +48,7 @@ class PathSettings(BaseModel):
         self.warehouse_dir = self.warehouse_dir or self.data_dir / "warehouse" / "mpd"
         self.features_dir = self.features_dir or self.data_dir / "features"
         self.examples_dir = self.examples_dir or self.data_dir / "examples"
+        self.models_dir = self.models_dir or self.data_dir / "models"
         return self
 
 
@@ -91,13 +95,55 @@ class FeatureSettings(BaseModel):
 class ExampleSettings(BaseModel):
     """`segue batch examples`: how training examples are sampled and split."""
 
-    positions_per_playlist: int = Field(4, ge=1, description="Query positions sampled per playlist")
+    positions_per_playlist: int = Field(16, ge=1, description="Query positions sampled per playlist")
     split_quantile: float = Field(0.8, gt=0, lt=1,
                                   description="T = this quantile of playlists' modified_at; train before T")
     heldout_share: float = Field(0.3, ge=0, lt=1,
                                  description="Share of post-T playlists held out whole in challenge categories")
     shards: int = Field(4, ge=1)
     seed: int = 13
+
+
+class TrainingSettings(BaseModel):
+    """`segue train`: the two towers, the retrieval loss and the training loop."""
+
+    inputs: str = Field("features", pattern="^(features|ids)$",
+                        description="features: every feature of the services; ids: track ids only "
+                                    "(the id-only factorization baseline)")
+    embedding_dim: int = Field(64, ge=8, le=512, description="Output embedding of both towers")
+    id_embedding_dim: int = Field(32, ge=4, description="Track/artist/album id embeddings (shared)")
+    text_embedding_dim: int = Field(16, ge=4)
+    text_max_tokens: int = Field(20_000, ge=100, description="Vocabulary of each text feature")
+    text_ngrams: int = Field(2, ge=1, le=3)
+    text_length: int = Field(8, ge=1, description="Tokens (words and n-grams) kept per text value")
+    oov_buckets: int = Field(8, ge=1, description="Hashed buckets for ids outside the vocabulary")
+    min_id_count: int = Field(1, ge=1, description="Ids seen fewer times in training go to OOV buckets")
+    layers: list[int] = Field(default_factory=lambda: [128], description="Dense layers after the cross layer")
+    cross: str = Field("stacked", pattern="^(stacked|parallel|none)$",
+                       description="DCN cross layer before (stacked) or beside (parallel) the dense layers")
+    cross_low_rank: int | None = Field(None, ge=1, description="Low-rank DCN-v2 projection")
+    dropout: float = Field(0.3, ge=0, lt=1, description="Dropout on each tower's concatenated inputs")
+    temperature: float = Field(0.1, gt=0, description="Scores are cosine / temperature")
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    mixed_negatives: int = Field(0, ge=0, description="Extra uniformly sampled catalog tracks per batch")
+    hard_negatives: int | None = Field(None, ge=1, description="Keep only the k hardest negatives per query")
+    batch_size: int = Field(1024, ge=8)
+    steps_per_execution: int = Field(16, ge=1, description="Training steps per call into TensorFlow (less overhead)")
+    epochs: int = Field(20, ge=1)
+    optimizer: str = Field("adam", pattern="^(adam|adagrad)$",
+                           description="adagrad updates only the embedding rows a batch touches")
+    learning_rate: float = Field(0.005, gt=0)
+    early_stopping_patience: int = Field(3, ge=1, description="Epochs without a better validation Recall@100")
+    validation_queries: int = Field(5_000, ge=100, description="Validation examples scored each epoch")
+    collapse_warmup_steps: int = Field(50, ge=1, description="Steps before the collapse guard looks")
+    collapse_loss_ratio: float = Field(0.98, gt=0, le=1,
+                                       description="Stop if loss stays above this share of chance-level loss")
+    collapse_cosine: float = Field(0.9, gt=0, le=1,
+                                   description="Stop if candidate embeddings' mean pairwise cosine exceeds this")
+    retrieval_index: str = Field("scann", pattern="^(scann|brute_force)$",
+                                 description="Top-k layer of the exported query-in, tracks-out model")
+    seed: int = 42
 
 
 class LogSettings(BaseModel):
@@ -117,6 +163,7 @@ class SegueSettings(BaseSettings):
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     examples: ExampleSettings = Field(default_factory=ExampleSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -72,6 +72,7 @@ def test_evaluate_rankings_means_overall_and_by_category():
     assert overall["recall@500"] == pytest.approx(2 / 3)
     assert result["by_category"]["t"]["ndcg"] == pytest.approx((ndcg_1 + ndcg_2) / 2)
     assert result["by_category"]["u"] == {"r_precision": 0.0, "ndcg": 0.0, "clicks": 51.0,
+                                          "recall@10": 0.0, "recall@50": 0.0, "recall@100": 0.0,
                                           "recall@500": 0.0, "playlists": 1}
 
 

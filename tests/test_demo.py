@@ -15,7 +15,8 @@ SEGUE = Path(sys.executable).parent / "segue"
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGUE_SPARK__DRIVER_MEMORY": "1g", "SEGUE_SPARK__MASTER": "local[2]"}
+    env = {**os.environ, "SEGUE_SPARK__DRIVER_MEMORY": "1g", "SEGUE_SPARK__MASTER": "local[2]",
+           "SEGUE_TRAINING__BATCH_SIZE": "256", "SEGUE_TRAINING__EPOCHS": "2"}
     return subprocess.run([str(SEGUE), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=900)
 
@@ -26,12 +27,18 @@ def test_demo_on_a_generated_sample(tmp_path):
     out = result.stdout
     for step in ("generate MPD-shaped sample", "validate slices (strict reader)", "Spark ingest + data contracts",
                  "Spark feature tables", "feast apply + source check", "materialize (contract-gated)",
-                 "training examples (point-in-time)"):
+                 "training examples (point-in-time)", "train two-tower model (TFRS)",
+                 "evaluate vs baselines (held-out)"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     assert "playlists=500" in out and "rules held" in out and "total" in out
     assert "pid 0 online=yes" in out and "unknown pid -1 found=no" in out
-    for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json"):
-        assert (tmp_path / "demo" / artifact).is_file()
+    for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json",
+                     "models/latest/manifest.json", "models/latest/evaluation/metrics.md",
+                     "models/latest/query/saved_model.pb", "models/latest/candidate/saved_model.pb"):
+        assert (tmp_path / "demo" / artifact).is_file(), artifact
+    table = out[out.index("| model |"):]
+    for model in ("two_tower", "id_only_mf", "cooccurrence", "popularity"):
+        assert f"| {model} |" in table
 
 
 def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
@@ -43,3 +50,4 @@ def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
     assert "generate" not in result.stdout
     assert "playlist_tracks=9" in result.stdout and "metadata=none" in result.stdout
     assert "training examples (point-in-time): done" in result.stdout
+    assert "skipping training" in result.stdout  # three playlists do not fill a batch

@@ -15,6 +15,7 @@ import numpy as np
 
 MAX_RANKED = 500  # a submission ranks 500 tracks per playlist
 NO_CLICK = 51  # clicks when no relevant track is in the first 500
+RECALL_KS = (10, 50, 100, 500)
 
 
 def _relevant_set(relevant: Sequence[Hashable]) -> set:
@@ -66,7 +67,7 @@ def _score(ranked: Sequence[Hashable], relevant: Sequence[Hashable]) -> dict[str
     ranked = list(dict.fromkeys(ranked))[:MAX_RANKED]
     return {"r_precision": r_precision(ranked, relevant), "ndcg": ndcg(ranked, relevant),
             "clicks": float(clicks(ranked, relevant)),
-            "recall@500": recall_at_k(ranked, relevant, MAX_RANKED)}
+            **{f"recall@{k}": recall_at_k(ranked, relevant, k) for k in RECALL_KS}}
 
 
 def _means(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -86,7 +87,7 @@ def evaluate_rankings(rankings: Mapping[Hashable, Sequence[Hashable]],
 
     Returns:
         `{"overall": {metric: mean, "playlists": n}, "by_category": {name: {...}}}` with metrics
-        r_precision, ndcg, clicks and recall@500.
+        r_precision, ndcg, clicks and recall@{10,50,100,500}.
     """
     if not holdouts:
         raise ValueError("no held-out playlists to evaluate")

@@ -1,0 +1,152 @@
+"""Training and tower benchmark: examples/s, evaluation time, candidate tower tracks/s, query
+tower latency.
+
+    python benchmarks/bench_training.py [--playlists 10000] [--out docs/benchmarks/training.json]
+    python benchmarks/bench_training.py --data demo-data      (reuse `make demo`'s output)
+
+Builds a generated sample through ingest, features, Feast (a copy of the repo, SQLite online) and
+examples unless --data names a folder that has them, then measures in one run:
+- steady-state training examples/s (epochs after the first; no callbacks) at batch 1024 and 4096;
+- a full `segue train` (validation each epoch, export) and `segue evaluate` (four models);
+- the exported candidate tower over the whole catalog, from Feast-shaped columns, tracks/s;
+- the exported query tower on one playlist: signature call alone, and Feast online read + embed,
+  p50/p99 over 1,000 requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from segue.features.store import REPO_PATH, apply_definitions, open_store
+from segue.logs import configure_logging
+from segue.settings import load_settings
+
+from latency import latency_ms  # benchmarks/ is on sys.path when a benchmark runs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_data(root: Path, playlists: int):
+    from segue.batch.build_examples import build_examples
+    from segue.batch.build_features import build_features
+    from segue.batch.ingest_mpd import ingest
+    from segue.batch.spark_session import build_spark
+    from segue.batch.synth import generate
+    from segue.features.materialize import materialize
+
+    settings = load_settings(paths={"data_dir": root})
+    generate(settings.paths.mpd_dir, playlists=playlists, seed=7, tastes=32, start=date(2011, 1, 1),
+             end=date(2017, 11, 1), challenge_playlists=100, progress=False)
+    spark = build_spark("bench-training", settings.spark)
+    ingest(spark, settings.paths.mpd_dir, settings.paths.warehouse_dir, settings.paths.metadata_dir)
+    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
+    repo = root / "feature_repo"
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    apply_definitions(settings, "local", repo)
+    store = open_store(settings, "local", repo)
+    materialize(store, spark, full=True)
+    build_examples(spark, settings, store, settings.paths.examples_dir)
+    spark.stop()
+    return settings, store
+
+
+def steady_examples_per_s(settings, store, batch_size: int, epochs: int = 3) -> dict:
+    from segue.training.train import prepare
+
+    cfg = settings.training.model_copy(update={"batch_size": batch_size})
+    setup = prepare(settings.model_copy(update={"training": cfg}), store, settings.paths.examples_dir)
+    setup.model.fit(setup.dataset, epochs=1, verbose=0)  # traces the step functions
+    t = time.perf_counter()
+    setup.model.fit(setup.dataset, epochs=epochs, verbose=0)
+    seconds = time.perf_counter() - t
+    return {"batch_size": batch_size, "examples_per_s": round(epochs * setup.steps_per_epoch * batch_size / seconds),
+            "epochs_timed": epochs, "train_examples": len(setup.train)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--playlists", type=int, default=10_000)
+    p.add_argument("--data", type=Path, default=None, help="a folder with examples, e.g. demo-data")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "training.json")
+    args = p.parse_args(argv)
+    configure_logging("text", "WARNING")
+    import tensorflow as tf
+
+    from segue.training.data import load_catalog
+    from segue.training.evaluate import evaluate
+    from segue.training.export import load_tower
+    from segue.training.train import train
+
+    tmp = Path(tempfile.mkdtemp(prefix="segue-bench-training-"))
+    try:
+        if args.data:
+            settings = load_settings(paths={"data_dir": args.data.resolve()})
+            store = open_store(settings)
+        else:
+            t = time.perf_counter()
+            settings, store = build_data(tmp, args.playlists)
+            print(f"data built in {time.perf_counter() - t:.0f}s", flush=True)
+        result: dict = {"benchmark": "training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}, "
+                                   f"TensorFlow {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+                        "playlists": args.playlists if not args.data else f"from {args.data}"}
+
+        result["steady_training"] = [steady_examples_per_s(settings, store, b) for b in (1024, 4096)]
+        print(json.dumps(result["steady_training"]), flush=True)
+
+        trained = train(settings, store, models_dir=tmp / "models", verbose=0)
+        result["train"] = {**trained.manifest["speed"], "val_recall_at_100": trained.manifest["metrics"]["val_recall_at_100"]}
+        t = time.perf_counter()
+        report = evaluate(settings, store, trained.path)
+        result["evaluate"] = {"seconds": round(time.perf_counter() - t, 1), "heldout_playlists": report["heldout_playlists"],
+                              "catalog_tracks": report["catalog_tracks"],
+                              "ranking_seconds": {m: r["seconds"] for m, r in report["models"].items()},
+                              "recall@100": {m: round(r["overall"]["recall@100"], 4) for m, r in report["models"].items()}}
+        print(json.dumps(result["evaluate"]), flush=True)
+
+        candidate = load_tower(trained.path / "candidate")
+        catalog = load_catalog(store)
+        candidate.embed({k: v.slice(0, 1000) for k, v in catalog.features.items()})  # warm
+        t = time.perf_counter()
+        candidate.embed(catalog.features)
+        seconds = time.perf_counter() - t
+        result["candidate_tower"] = {"tracks": len(catalog), "seconds": round(seconds, 2),
+                                     "tracks_per_s": round(len(catalog) / seconds)}
+
+        query = load_tower(trained.path / "query")
+        service = store.get_feature_service("playlist_query_v1")
+        rng = random.Random(3)
+        pids = [int(x) for x in np.unique(np.random.default_rng(3).integers(0, 5000, 500))]
+        one = store.get_online_features(features=service, entity_rows=[{"pid": pids[0]}]).to_dict()
+        tensors = query.tensors(one)
+        signature = query.signature
+        result["query_tower"] = {
+            "signature_only": latency_ms(lambda: signature(**tensors), 1000),
+            "embed_feast_dict": latency_ms(lambda: query.embed(one), 1000),
+            "feast_online_read_plus_embed": latency_ms(lambda: query.embed(store.get_online_features(
+                features=service, entity_rows=[{"pid": rng.choice(pids)}]).to_dict()), 1000),
+        }
+        print(json.dumps(result["query_tower"]), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The model's parts on tiny hand-made inputs: encodings, pooling, loss yardstick, data order,
+export round trip, baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+from feast.types import Array, Bool, Float64, Int64, String
+
+from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
+from segue.training.callbacks import CollapseGuard, TrainingCollapsed, mean_pairwise_cosine
+from segue.training.data import training_dataset
+from segue.training.export import export_tower, load_tower, EmbeddingPipeline
+from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, classify, to_tensors
+from segue.training.model import chance_loss
+from segue.training.preprocessing import FeaturePreprocessor, id_lookup, id_vocabulary
+from segue.training.towers import MaskedMeanPooling, TrackCandidateTower
+
+
+def test_encodings_follow_feast_types_and_names():
+    assert classify("recent_track_uris", Array(String), "c") == classify("recent_track_uris", Array(String), "c")
+    seq = classify("recent_track_uris", Array(String), "playlist_snapshots__recent_track_uris")
+    assert (seq.encoding, seq.vocabulary, seq.is_list) == (ID_SEQUENCE, "track", True)
+    assert classify("artist_uri", String, "x").vocabulary == "artist"
+    assert classify("track_uri", String, "track_uri").encoding == ID
+    assert classify("name", String, "x").encoding == TEXT
+    genres = classify("artist_genres", Array(String), "x")
+    assert (genres.encoding, genres.is_list) == (TEXT, True)
+    assert {classify(n, t, n).encoding for n, t in (("a", Int64), ("b", Float64), ("c", Bool))} == {NUMERIC}
+    with pytest.raises(ValueError, match=r"feature `scores` has Feast type .*Array\(Int64\)"):
+        classify("scores", Array(Int64), "x")
+
+
+def test_feast_online_values_become_signature_arrays():
+    inputs = [classify("name", String, "name"), classify("num_tracks", Int64, "num_tracks"),
+              classify("collaborative", Bool, "collaborative"),
+              classify("recent_track_uris", Array(String), "recent_track_uris")]
+    # As OnlineResponse.to_dict() returns them, an unknown playlist's nulls included.
+    online = {"pid": [1, 2, 3], "name": ["Road trip", None, ""], "num_tracks": [12, None, 0],
+              "collaborative": [True, None, False], "recent_track_uris": [["a", "b"], None, ["c"]]}
+    arrays = to_tensors(online, inputs)
+    assert arrays["name"].tolist() == ["Road trip", "", ""]
+    assert arrays["num_tracks"][0] == 12 and math.isnan(arrays["num_tracks"][1])
+    assert arrays["collaborative"].tolist()[::2] == [1.0, 0.0]
+    assert arrays["recent_track_uris"].tolist() == [["a", "b"], ["", ""], ["c", ""]]
+    with pytest.raises(KeyError, match="`num_tracks` is missing"):
+        to_tensors({"name": ["x"]}, inputs)
+
+
+def test_preprocessing_maps_nulls_to_the_mean_and_logs_heavy_tails():
+    inputs = [classify("followers", Int64, "followers"), classify("tempo", Float64, "tempo"),
+              classify("track_uri", String, "track_uri")]
+    lookups = {"track": id_lookup(id_vocabulary([np.array(["a", "b", "a", ""], dtype=object)], 1), 2, "track")}
+    pre = FeaturePreprocessor(inputs, lookups)
+    followers = np.array([0, 1, 2, 3, 5, 8, 10, 4, 6, 100_000], dtype=np.float64)
+    tempo = np.linspace(90, 130, 10)
+    pre.adapt({"followers": followers, "tempo": tempo})
+    transforms = pre.numeric_transforms()
+    assert transforms["followers"]["log"] and not transforms["tempo"]["log"]
+    out = pre({"followers": tf.constant([np.nan, 3.0]), "tempo": tf.constant([np.nan, 110.0]),
+               "track_uri": tf.constant(["a", "never-seen"])})
+    numeric = out["numeric"].numpy()
+    assert numeric[0].tolist() == [0.0, 0.0]  # nulls sit at the mean
+    assert numeric[1, 1] == pytest.approx(0.0, abs=1e-6)  # 110 is tempo's mean
+    ids = out["track_uri"].numpy()
+    assert ids[0] == 3  # 0 padding, 1-2 OOV buckets, then "a" (most frequent)
+    assert 1 <= ids[1] <= 2
+
+
+def test_masked_mean_pooling_ignores_padding():
+    embeddings = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [9.0, 9.0], [7.0, 7.0]]])
+    ids = tf.constant([[4, 7, 0], [0, 0, 0]])
+    pooled = MaskedMeanPooling()(embeddings, ids).numpy()
+    assert pooled.tolist() == [[2.0, 3.0], [0.0, 0.0]]
+
+
+def test_chance_loss_is_the_loss_of_equal_scores():
+    """The collapse yardstick equals TFRS's own loss when every candidate scores alike."""
+    task = tfrs.tasks.Retrieval(loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+    q, c = tf.ones([4, 3]), tf.ones([6, 3])  # 4 queries, 2 extra negatives
+    p = tf.constant([0.1, 0.2, 0.3, 0.05, 0.01, 0.01])
+    assert float(chance_loss(p, 4, 6)) == pytest.approx(float(task(q, c, candidate_sampling_probability=p)), rel=1e-5)
+    assert float(chance_loss(None, 4, 6)) == pytest.approx(math.log(6))
+
+
+def test_collapse_guard_fires_on_chance_loss_and_on_collapsed_embeddings():
+    guard = CollapseGuard(warmup_steps=2)
+    guard.on_train_batch_end(0)
+    guard.on_epoch_end(0, {"loss": 5.0, "chance_loss": 5.0})  # before warmup: silent
+    guard.on_train_batch_end(1)
+    guard.on_epoch_end(1, {"loss": 2.0, "chance_loss": 5.0, "candidate_cosine": 0.3})  # learning
+    with pytest.raises(TrainingCollapsed, match="chance level"):
+        guard.on_epoch_end(2, {"loss": 4.99, "chance_loss": 5.0})
+    with pytest.raises(TrainingCollapsed, match="collapsed"):
+        guard.on_epoch_end(3, {"loss": 1.0, "chance_loss": 5.0, "candidate_cosine": 0.95})
+    same = np.tile([[0.6, 0.8]], (5, 1))
+    assert mean_pairwise_cosine(same) == pytest.approx(1.0)
+    assert mean_pairwise_cosine(np.eye(4)) == pytest.approx(0.0)
+
+
+def test_training_batches_are_full_and_reshuffled_each_epoch():
+    n = 64
+    ids = np.arange(n, dtype=np.int64)
+    ds = training_dataset({"x": ids.astype(np.float32)}, {"y": ids}, ids, np.full(n, 1 / n, np.float32),
+                          batch_size=16, seed=1)
+    epochs = [np.concatenate([b["candidate_id"].numpy() for b in ds]) for _ in range(2)]
+    for order in epochs:
+        assert sorted(order.tolist()) == ids.tolist()  # each example once per epoch
+    assert epochs[0].tolist() != epochs[1].tolist()
+    batch = next(iter(ds))
+    assert batch["query"]["x"].numpy().tolist() == batch["candidate_id"].numpy().astype(np.float32).tolist()
+    with pytest.raises(ValueError, match="do not fill one batch"):
+        training_dataset({"x": ids}, {"y": ids}, ids, ids, batch_size=128, seed=1)
+
+
+def _toy_tower():
+    inputs = [classify("track_uri", String, "track_uri"), classify("track_name", String, "track_name"),
+              classify("artist_genres", Array(String), "artist_genres"), classify("tempo", Float64, "tempo")]
+    raw = {"track_uri": np.array(["a", "b", "c", "a"], dtype=object),
+           "track_name": np.array(["One Love", "Two Hearts", "", "One Love"], dtype=object),
+           "artist_genres": np.array([["reggae", ""], ["pop", "dance pop"], ["", ""], ["reggae", ""]], dtype=object),
+           "tempo": np.array([70.0, 120.0, np.nan, 71.0])}
+    lookups = {"track": id_lookup(id_vocabulary([raw["track_uri"]], 1), 2, "track")}
+    pre = FeaturePreprocessor(inputs, lookups, text_max_tokens=100)
+    pre.adapt(raw)
+    emb = {"track": tf.keras.layers.Embedding(lookups["track"].vocabulary_size(), 4)}
+    text = {i.name: pre.text_vocabulary_size(i.name) for i in inputs if i.encoding == TEXT}
+    tower = TrackCandidateTower(inputs, emb, text, has_numeric=True, embedding_dim=8, layers=[16], cross="parallel")
+    return pre, tower
+
+
+def test_exported_tower_reloads_with_identical_embeddings(tmp_path):
+    pre, tower = _toy_tower()
+    online = {"track_uri": ["a", "zzz", "c"], "track_name": ["One Love", None, "x"],
+              "artist_genres": [["reggae"], None, ["pop", "dance pop", "rock"]], "tempo": [70.0, None, 99.0],
+              "popularity": [1, 2, 3]}  # Feast may return more than the tower reads
+    in_memory = EmbeddingPipeline(pre, tower)({k: tf.constant(v) for k, v in to_tensors(online, pre.inputs).items()})
+    export_tower(tmp_path / "candidate", pre, tower)
+    reloaded = load_tower(tmp_path / "candidate")
+    assert sorted(reloaded.feature_names) == sorted(i.name for i in pre.inputs)
+    again = reloaded.embed(online)
+    np.testing.assert_allclose(again, in_memory.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-5)
+
+
+def test_baselines_rank_by_hand_worked_counts():
+    entries = pd.DataFrame({"pid": [1, 1, 1, 2, 2, 3, 3, 4],
+                            "track_uri": ["a", "b", "c", "a", "b", "a", "d", "d"]})
+    history = TrainingHistory(entries)
+    # a: 3 playlists, b: 2, d: 2, c: 1
+    assert popularity_rankings(history, [["a"]], k=2) == [["b", "d"]]
+    # Seed a co-occurs with b twice (p1, p2), with c and d once; ties broken by popularity (d > c).
+    assert cooccurrence_rankings(history, [["a"], []], k=3) == [["b", "d", "c"], ["a", "b", "d"]]

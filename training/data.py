@@ -1,0 +1,133 @@
+"""Training data: example splits, the track catalog from Feast, and the tf.data pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+from feast import FeatureStore
+
+from segue.features.source_check import source_path
+from segue.training.feature_inputs import TowerInput, to_tensors
+from segue.training.preprocessing import FeaturePreprocessor
+
+QUERY_SERVICE = "playlist_query_v1"
+CANDIDATE_SERVICE = "track_candidate_v1"
+CANDIDATE_KEY = "track_uri"
+
+
+def candidate_ids(uris: np.ndarray | Sequence[str]) -> np.ndarray:
+    """A stable int64 id per track URI (for accidental-hit removal; OOV tracks stay distinct)."""
+    return tf.strings.to_hash_bucket_fast(np.asarray(uris, dtype=object), 2**62).numpy()
+
+
+def read_split(examples_dir: Path, split: str) -> pa.Table:
+    files = sorted((Path(examples_dir) / split).glob("part-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no examples in {Path(examples_dir) / split}; "
+                                "build them first: segue batch examples")
+    return pa.concat_tables(pq.read_table(f) for f in files)
+
+
+@dataclass
+class Examples:
+    """One split: raw tower inputs (as the signatures take them), labels and their probabilities."""
+
+    query: dict[str, np.ndarray]
+    candidate: dict[str, np.ndarray]
+    track_uri: np.ndarray
+    sampling_probability: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.track_uri)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, query_inputs: Sequence[TowerInput],
+                   candidate_inputs: Sequence[TowerInput]) -> "Examples":
+        columns = {name: table.column(name) for name in table.column_names}
+        probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
+        return cls(query=to_tensors(columns, query_inputs, by_column=True),
+                   candidate=to_tensors(columns, candidate_inputs, by_column=True),
+                   track_uri=table.column(CANDIDATE_KEY).to_numpy(zero_copy_only=False).astype(object),
+                   # A validation label unseen in training has no probability; it is never a
+                   # training negative, so any positive value will do.
+                   sampling_probability=np.nan_to_num(probability.astype(np.float32), nan=1e-9))
+
+
+@dataclass
+class Catalog:
+    """Every track's candidate features as Feast serves them (bare feature names)."""
+
+    track_uri: np.ndarray
+    features: dict[str, np.ndarray]  # Feast's columns, by bare name
+
+    def __len__(self) -> int:
+        return len(self.track_uri)
+
+
+def load_catalog(store: FeatureStore, as_of: datetime | None = None) -> Catalog:
+    """All tracks of the candidate view, with their features as of `as_of` (default: now).
+
+    The track list comes from the view's offline source; the features from Feast's point-in-time
+    read of the candidate FeatureService, the same service the model was trained on.
+    """
+    service = store.get_feature_service(CANDIDATE_SERVICE)
+    view = store.get_feature_view(service.feature_view_projections[0].name)
+    uris = pq.read_table(source_path(view), columns=[CANDIDATE_KEY]).column(CANDIDATE_KEY)
+    uris = np.unique(uris.to_numpy(zero_copy_only=False).astype(object))
+    when = pd.Timestamp(as_of or pd.Timestamp.now(tz="UTC"))
+    when = when.tz_localize("UTC") if when.tzinfo is None else when
+    entity_df = pd.DataFrame({CANDIDATE_KEY: uris, "event_timestamp": when.as_unit("us")})
+    df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    df = df.drop_duplicates(CANDIDATE_KEY).set_index(CANDIDATE_KEY).loc[uris].reset_index()
+    table = pa.Table.from_pandas(df.drop(columns=["event_timestamp"]), preserve_index=False)
+    return Catalog(track_uri=uris, features={n: table.column(n) for n in table.column_names})
+
+
+def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],
+           batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Runs a preprocessor over raw arrays in batches; the encoded arrays stay in memory."""
+    names = [i.name for i in preprocessor.inputs]
+    n = len(raw[names[0]])
+    call = tf.function(preprocessor.__call__)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        batch = {k: tf.constant(raw[k][start:start + batch_size]) for k in names}
+        for k, v in call(batch).items():
+            parts.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+                     ids: np.ndarray, probability: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Full batches of encoded examples in a new random order each epoch, prefetched.
+
+    The arrays live in non-trainable variables and each batch is one gather of shuffled indices:
+    per-element shuffling and batching cost more than a training step on two cores.
+    """
+    n = len(ids)
+    if n < batch_size:
+        raise ValueError(f"{n} training examples do not fill one batch of {batch_size}; "
+                         "lower training.batch_size or build more examples")
+    arrays = {"query": dict(query), "candidate": dict(candidate), "candidate_id": ids,
+              "candidate_sampling_probability": probability}
+    stored = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), arrays)
+    batches = n // batch_size
+    generator = tf.random.Generator.from_seed(seed)
+
+    def epoch_order(_):
+        order = tf.argsort(generator.uniform([n]))[:batches * batch_size]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [batches, batch_size]))
+
+    return (tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
+            .map(lambda idx: tf.nest.map_structure(lambda v: tf.gather(v, idx), stored),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .apply(tf.data.experimental.assert_cardinality(batches))  # flat_map hides it from Keras
+            .prefetch(tf.data.AUTOTUNE))
