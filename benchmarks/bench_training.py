@@ -75,6 +75,28 @@ def steady_examples_per_s(settings, store, batch_size: int, epochs: int = 3) -> 
             "epochs_timed": epochs, "train_examples": len(setup.train)}
 
 
+def scann_vs_exact(model_dir: Path, query, catalog_embeddings: np.ndarray, track_uris: np.ndarray,
+                   store, service, pids: list[int], k: int = 100) -> dict:
+    """The exported ScaNN retrieval model against exact scoring: recall@k of ScaNN's top k among
+    the exact top k, and single-request latency of each."""
+    import scann  # noqa: F401  (registers the ScaNN ops)
+    import tensorflow as tf
+
+    retrieval = tf.saved_model.load(str(model_dir / "retrieval")).signatures["serving_default"]
+    rows = [store.get_online_features(features=service, entity_rows=[{"pid": p}]).to_dict() for p in pids[:200]]
+    overlap = []
+    for row in rows:
+        exact = np.argsort(-(query.embed(row) @ catalog_embeddings.T)[0])[:k]
+        approx = retrieval(**query.tensors(row))["track_uris"].numpy()[0, :k]
+        overlap.append(len(set(track_uris[exact]) & {u.decode() for u in approx}) / k)
+    tensors = query.tensors(rows[0])
+    exact_call = lambda: np.argpartition(-(query.embed(rows[0]) @ catalog_embeddings.T)[0], k)[:k]  # noqa: E731
+    return {"k": k, "recall_vs_exact": round(float(np.mean(overlap)), 4), "queries": len(rows),
+            "catalog_tracks": len(track_uris),
+            "scann_request": latency_ms(lambda: retrieval(**tensors), 500),
+            "exact_numpy_request": latency_ms(exact_call, 500)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--playlists", type=int, default=10_000)
@@ -140,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 features=service, entity_rows=[{"pid": rng.choice(pids)}]).to_dict()), 1000),
         }
         print(json.dumps(result["query_tower"]), flush=True)
+        result["scann_vs_exact"] = scann_vs_exact(trained.path, query, candidate.embed(catalog.features),
+                                                  catalog.track_uri, store, service, pids)
+        print(json.dumps(result["scann_vs_exact"]), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,20 @@ def test_data_validate_names_the_broken_record(tmp_path, fixture_doc):
     result = CliRunner().invoke(cli, ["data", "validate", str(tmp_path)])
     assert result.exit_code == 1
     assert "pid=1" in result.output and "tracks[0].pos" in result.output
+
+
+def test_training_overrides_are_typed_and_checked():
+    from segue.cli import with_training_overrides
+
+    settings = with_training_overrides(load_settings(), ("epochs=3", "layers=[256, 64]", "cross=parallel"))
+    assert settings.training.epochs == 3 and settings.training.layers == [256, 64]
+    assert settings.training.cross == "parallel"
+    for bad, says in (("epochz=3", "KEY one of"), ("cross=diagonal", "cross"), ("epochs", "KEY=VALUE")):
+        result = CliRunner().invoke(cli, ["train", "--set", bad])
+        assert result.exit_code == 2 and says in result.output, result.output
+
+
+def test_evaluate_without_a_model_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGUE_PATHS__DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["evaluate"])
+    assert result.exit_code == 1 and "run `segue train` first" in result.output

@@ -156,3 +156,38 @@ def test_baselines_rank_by_hand_worked_counts():
     assert popularity_rankings(history, [["a"]], k=2) == [["b", "d"]]
     # Seed a co-occurs with b twice (p1, p2), with c and d once; ties broken by popularity (d > c).
     assert cooccurrence_rankings(history, [["a"], []], k=3) == [["b", "d", "c"], ["a", "b", "d"]]
+
+
+def test_mixed_and_hard_negatives_join_the_softmax():
+    from segue.training.model import TwoTowerModel
+
+    pre, candidate_tower = _toy_tower()
+    _, query_tower = _toy_tower()
+    raw = to_tensors({"track_uri": ["a", "b", "c", "a"], "track_name": ["One Love", "x", "", "y"],
+                      "artist_genres": [["reggae"], [], ["pop"], []], "tempo": [1.0, 2.0, 3.0, 4.0]}, pre.inputs)
+    encoded = pre({k: tf.constant(v) for k, v in raw.items()})
+    pool = {**{k: v[:3] for k, v in encoded.items()}, "candidate_id": tf.constant([1, 2, 3], tf.int64)}
+    batch = {"query": encoded, "candidate": encoded, "candidate_id": tf.constant([1, 2, 3, 1], tf.int64),
+             "candidate_sampling_probability": tf.constant([0.4, 0.2, 0.2, 0.4])}
+    model = TwoTowerModel(query_tower, candidate_tower, logq_correction=False, mixed_negatives=5,
+                          negative_pool=pool, hard_negatives=2)
+    loss = float(model.compute_loss(batch, training=True))
+    assert np.isfinite(loss) and loss > 0
+    assert float(model.chance_loss.result()) == pytest.approx(math.log(4 + 5))  # 4 in-batch + 5 mixed
+    with pytest.raises(ValueError, match="needs a `negative_pool`"):
+        TwoTowerModel(query_tower, candidate_tower, mixed_negatives=5)
+
+
+def test_python_lists_and_arrow_columns_convert_alike():
+    """Feast's online dict (Python lists) and Parquet (Arrow) take two paths to the same arrays."""
+    import pyarrow as pa
+
+    inputs = [classify("name", String, "name"), classify("num_tracks", Int64, "num_tracks"),
+              classify("collaborative", Bool, "collaborative"),
+              classify("recent_track_uris", Array(String), "recent_track_uris")]
+    values = {"name": ["a", None, ""], "num_tracks": [3, None, 0], "collaborative": [None, True, False],
+              "recent_track_uris": [["x", "y", "z"], None, []]}
+    from_lists = to_tensors(values, inputs)
+    from_arrow = to_tensors({k: pa.array(v) for k, v in values.items()}, inputs)
+    for name in values:
+        np.testing.assert_array_equal(from_lists[name], from_arrow[name])

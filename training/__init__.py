@@ -1,0 +1,1 @@
+"""The two-tower model: inputs from the FeatureServices, towers, loss, training, evaluation, export."""

@@ -15,10 +15,12 @@ class TrainingCollapsed(RuntimeError):
     """Training stopped because the model is not learning (see `CollapseGuard`)."""
 
 
-def embed_all(tower: tf.keras.Model, encoded: Mapping[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:
-    """Runs a tower over encoded arrays in batches -> [n, dim] float32."""
+def embed_all(tower: tf.keras.Model | tf.types.experimental.GenericFunction, encoded: Mapping[str, np.ndarray],
+              batch_size: int = 8192) -> np.ndarray:
+    """Runs a tower (or a tf.function of one) over encoded arrays in batches -> [n, dim] float32."""
     n = len(next(iter(encoded.values())))
-    call = tf.function(lambda x: tower(x, training=False))
+    call = tower if isinstance(tower, tf.types.experimental.GenericFunction) else tf.function(
+        lambda x: tower(x, training=False))
     return np.concatenate([call({k: v[s:s + batch_size] for k, v in encoded.items()}).numpy()
                            for s in range(0, n, batch_size)])
 
@@ -59,9 +61,15 @@ class ValidationRecall(tf.keras.callbacks.Callback):
         self._sample = np.random.default_rng(seed).choice(n, size=min(n, cosine_sample), replace=False)
         self.history: list[dict[str, float]] = []
 
+    def set_model(self, model: tf.keras.Model) -> None:
+        super().set_model(model)
+        # Traced once per run, not once per epoch.
+        self._embed_candidates = tf.function(lambda x: model.candidate_tower(x, training=False))
+        self._embed_queries = tf.function(lambda x: model.query_tower(x, training=False))
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        catalog = embed_all(self.model.candidate_tower, self._catalog)
-        queries = embed_all(self.model.query_tower, self._queries)
+        catalog = embed_all(self._embed_candidates, self._catalog)
+        queries = embed_all(self._embed_queries, self._queries)
         recall = recall_at_k(queries, catalog, self._labels, self._k)
         cosine = mean_pairwise_cosine(catalog[self._sample])
         if logs is not None:

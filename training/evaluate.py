@@ -156,4 +156,9 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
         "seconds": round(time.perf_counter() - started, 1), "models": results,
     }
     write_report(report, out_dir)
+    # The version's manifest carries its held-out figures too, next to the validation ones.
+    manifest["evaluation"] = {"report": str(out_dir / "metrics.json"), "heldout_playlists": len(heldout),
+                              "overall": results["two_tower"]["overall"],
+                              "cold_start": results["two_tower"]["cold_start"]}
+    (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return report

@@ -105,6 +105,8 @@ class ExportedTower:
         """[n, dim] float32 embeddings of n entities' features."""
         arrays = to_tensors(features, self.inputs)
         n = len(next(iter(arrays.values())))
+        if n <= batch_size:  # one request: no slicing
+            return self._fn(**{k: tf.constant(v) for k, v in arrays.items()})[OUTPUT].numpy()
         out = [self._fn(**{k: tf.constant(v[s:s + batch_size]) for k, v in arrays.items()})[OUTPUT].numpy()
                for s in range(0, n, batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)

@@ -129,6 +129,20 @@ def _string_lists(arr: pa.Array) -> np.ndarray:
     return out
 
 
+def _python_column(values: Sequence[Any], spec: TowerInput) -> np.ndarray:
+    """Feast's online dict holds short Python lists: converting them directly is ~10x faster
+    than through Arrow, with the same result (tests check both paths agree)."""
+    if spec.encoding == NUMERIC:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if not spec.is_list:
+        return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    rows = [[("" if x is None else str(x)) for x in v] if v is not None else [] for v in values]
+    out = np.full((len(rows), max(1, max((len(r) for r in rows), default=0))), "", dtype=object)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
 def to_tensors(columns: Mapping[str, Any], inputs: Sequence[TowerInput],
                by_column: bool = False) -> dict[str, np.ndarray]:
     """Feature values (lists, arrays or Arrow columns) -> the arrays a tower's signature takes.
@@ -145,7 +159,11 @@ def to_tensors(columns: Mapping[str, Any], inputs: Sequence[TowerInput],
         if key not in columns:
             raise KeyError(f"feature `{key}` is missing from the input; the tower needs "
                            f"{sorted(i.column if by_column else i.name for i in inputs)}")
-        arr = _column_array(columns[key])
+        values = columns[key]
+        if isinstance(values, list):
+            out[spec.name] = _python_column(values, spec)
+            continue
+        arr = _column_array(values)
         if spec.encoding == NUMERIC:
             out[spec.name] = _numbers(arr)
         elif spec.is_list:
