@@ -41,6 +41,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Spark's py4j and GE chatter drown the job's own lines.
-    for noisy in ("py4j", "great_expectations", "urllib3"):
+    # Spark's py4j, GE, TensorFlow (and its absl) and Feast's registry refreshes drown the job's own lines.
+    for noisy in ("py4j", "great_expectations", "urllib3", "absl", "tensorflow",
+                  "feast.infra.registry.registry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -23,7 +23,6 @@ from segue.training.towers import MaskedMeanPooling, TrackCandidateTower
 
 
 def test_encodings_follow_feast_types_and_names():
-    assert classify("recent_track_uris", Array(String), "c") == classify("recent_track_uris", Array(String), "c")
     seq = classify("recent_track_uris", Array(String), "playlist_snapshots__recent_track_uris")
     assert (seq.encoding, seq.vocabulary, seq.is_list) == (ID_SEQUENCE, "track", True)
     assert classify("artist_uri", String, "x").vocabulary == "artist"
@@ -191,3 +190,14 @@ def test_python_lists_and_arrow_columns_convert_alike():
     from_arrow = to_tensors({k: pa.array(v) for k, v in values.items()}, inputs)
     for name in values:
         np.testing.assert_array_equal(from_lists[name], from_arrow[name])
+
+
+def test_features_empty_in_training_still_encode():
+    """Without metadata every genre list is empty: the tower still builds and embeds."""
+    inputs = [classify("artist_genres", Array(String), "artist_genres"), classify("album_uri", String, "album_uri")]
+    lookups = {"album": id_lookup(id_vocabulary([np.array(["", ""], dtype=object)], 1), 2, "album")}
+    pre = FeaturePreprocessor(inputs, lookups)
+    pre.adapt({"artist_genres": np.array([["", ""], ["", ""]], dtype=object)})
+    out = pre({"artist_genres": tf.constant([["rock", ""]]), "album_uri": tf.constant(["spotify:album:x"])})
+    assert out["artist_genres"].numpy()[0, 0] == 1  # out of vocabulary
+    assert 1 <= out["album_uri"].numpy()[0] <= 2

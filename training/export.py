@@ -72,6 +72,7 @@ def export_tower(path: Path, preprocessor: FeaturePreprocessor, tower: tf.keras.
 
 
 def _input_from_spec(name: str, spec: tf.TensorSpec) -> TowerInput:
+    # Converting values needs only numeric / string / string list; ids and text convert alike.
     if spec.dtype == tf.float64:
         return TowerInput(name, NUMERIC, name)
     return TowerInput(name, TEXT, name, is_list=spec.shape.rank == 2)

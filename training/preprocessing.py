@@ -6,6 +6,7 @@ feeds Feast's values as they come and never re-implements a transformation.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -14,8 +15,12 @@ import tensorflow as tf
 
 from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, TowerInput
 
+_LOGGER = logging.getLogger(__name__)
 # A numeric feature is log-transformed when its 99th percentile is this many times its median.
 HEAVY_TAIL_RATIO = 10.0
+# Stands in for an empty vocabulary (a feature null in every training example, e.g. genres
+# without metadata): lookups need one entry, and no real value standardizes to it.
+PLACEHOLDER = "\x00none\x00"
 
 
 def id_vocabulary(values: Iterable[np.ndarray], min_count: int) -> list[str]:
@@ -28,7 +33,7 @@ def id_vocabulary(values: Iterable[np.ndarray], min_count: int) -> list[str]:
 
 def id_lookup(vocabulary: Sequence[str], oov_buckets: int, name: str) -> tf.keras.layers.StringLookup:
     """Ids -> indices; index 0 is padding (""), unknown ids hash into `oov_buckets` buckets."""
-    return tf.keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token="",
+    return tf.keras.layers.StringLookup(vocabulary=list(vocabulary) or [PLACEHOLDER], mask_token="",
                                         num_oov_indices=oov_buckets, name=f"{name}_lookup")
 
 
@@ -74,7 +79,13 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def adapt(self, raw: Mapping[str, np.ndarray]) -> None:
         """Learns text vocabularies and numeric statistics from training data."""
         for name, layer in self._text.items():
-            layer.adapt(tf.data.Dataset.from_tensor_slices(self._joined(raw[name])).batch(4096))
+            texts = self._joined(raw[name])
+            if any(t.strip() for t in texts):
+                layer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(4096))
+            else:
+                _LOGGER.warning("text feature is empty in every training example; it will carry no "
+                                "signal", extra={"feature": name})
+                layer.set_vocabulary([PLACEHOLDER])
         means, stds, logs = [], [], []
         for name in self._numeric_names:
             x = raw[name][~np.isnan(raw[name])]

@@ -34,7 +34,7 @@ def build_index(pipeline: EmbeddingPipeline, embeddings: np.ndarray, track_uris:
         index = tfrs.layers.factorized_top_k.BruteForce(pipeline, k=k)
     else:
         raise ValueError(f"`kind` should be scann or brute_force. Got `kind` = {kind!r}")
-    index.index_from_dataset(candidates.map(lambda ids, emb: (ids, emb)))
+    index.index_from_dataset(candidates)
     return index
 
 
