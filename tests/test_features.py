@@ -68,8 +68,8 @@ def world(tmp_path_factory, spark, redis_url):
     mpd = root / "mpd"
     generate(mpd, playlists=600, seed=5, tastes=8, start=date(2015, 1, 1), end=date(2017, 1, 1),
              challenge_playlists=20, progress=False)
-    settings = load_settings(paths={"data_dir": root}, features={"redis_connection_string": redis_url,
-                                                                 "recent_tracks": RECENT})
+    settings = load_settings(paths={"data_dir": root}, examples={"positions_per_playlist": 4},
+                             features={"redis_connection_string": redis_url, "recent_tracks": RECENT})
     ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
     build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, RECENT)
     repo = root / "feature_repo"

@@ -35,7 +35,7 @@ def world(tmp_path_factory, spark):
     mpd = root / "mpd"
     generate(mpd, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
              challenge_playlists=20, progress=False)
-    settings = load_settings(paths={"data_dir": root}, training=SMALL)
+    settings = load_settings(paths={"data_dir": root}, training=SMALL, examples={"positions_per_playlist": 4})
     ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
     build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
     repo = root / "feature_repo"
