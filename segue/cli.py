@@ -255,6 +255,77 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
     click.echo(f"report: {Path(out or Path(report['model_dir']) / 'evaluation')}/metrics.{{json,md}}, recall_at_k.png")
 
 
+@cli.group()
+def index() -> None:
+    """The Milvus index of track embeddings: nightly rebuild, rollback, status, neighbours."""
+
+
+@index.command("rebuild")
+@click.option("--model", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="A model version folder (default: <paths.models_dir>/latest).")
+@_PROFILE
+@click.pass_obj
+def index_rebuild(settings: SegueSettings, model: Path | None, profile: str | None) -> None:
+    """Embed every track into a new collection, validate it, swap the alias (the nightly job)."""
+    from segue.features.store import open_store
+    from segue.indexing.profiles import InvalidIndexProfile
+    from segue.indexing.rebuild import RebuildFailed, rebuild_index
+
+    try:
+        report = rebuild_index(settings, open_store(settings, profile), model)
+    except (RebuildFailed, InvalidIndexProfile, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+
+
+@index.command("rollback")
+@click.pass_obj
+def index_rollback(settings: SegueSettings) -> None:
+    """Point the alias back at the previous collection."""
+    from segue.indexing.rebuild import rollback_index
+
+    try:
+        before, after = rollback_index(settings)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"alias": settings.index.alias, "from": before, "to": after}))
+
+
+@index.command("status")
+@click.pass_obj
+def index_status(settings: SegueSettings) -> None:
+    """The alias, the collection behind it and every kept build."""
+    from segue.indexing.milvus_connection import open_client
+    from segue.indexing.track_collection import builds
+    from segue.indexing.upsert import live_collection
+
+    client = open_client(settings)
+    live = live_collection(client, settings.index.alias)
+    kept = [{"collection": b.name, "model_version": b.model_version, "state": b.state,
+             "serving": b.name == live, "validation_ok": b.validation.get("ok")}
+            for b in builds(client, settings.index.alias)]
+    click.echo(json.dumps({"alias": settings.index.alias, "serving": live, "profile": settings.index.profile,
+                           "builds": kept}, indent=2))
+
+
+@index.command("neighbours")
+@click.argument("track_uri")
+@click.option("-k", "limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.pass_obj
+def index_neighbours(settings: SegueSettings, track_uri: str, limit: int) -> None:
+    """The tracks nearest to TRACK_URI in the serving index."""
+    from segue.indexing.milvus_connection import index_profile, open_client
+    from segue.indexing.track_index import TrackIndex
+
+    index = TrackIndex(open_client(settings), settings.index.alias, index_profile(settings))
+    try:
+        hits = index.nearest_tracks(track_uri, limit, output_fields=["artist_uri", "popularity"])
+    except (KeyError, LookupError) as e:
+        raise click.ClickException(str(e)) from None
+    for h in hits:
+        click.echo(f"{h.score:7.4f}  {h.track_uri}  {json.dumps(h.fields)}")
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,

@@ -41,7 +41,8 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Spark's py4j, GE, TensorFlow (and its absl) and Feast's registry refreshes drown the job's own lines.
+    # Spark's py4j, GE, TensorFlow (and its absl), Feast's registry refreshes, Beam's batch-size
+    # statistics and Milvus Lite's segment chatter drown the job's own lines.
     for noisy in ("py4j", "great_expectations", "urllib3", "absl", "tensorflow",
-                  "feast.infra.registry.registry"):
+                  "feast.infra.registry.registry", "apache_beam", "milvus_lite", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -40,6 +40,10 @@ class PathSettings(BaseModel):
     models_dir: Path | None = Field(
         None, description="Trained model versions and `latest`; default <data_dir>/models"
     )
+    index_dir: Path | None = Field(
+        None, description="Index builds (catalogue snapshots, embeddings) and the embedded Milvus "
+                          "database; default <data_dir>/index"
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> "PathSettings":
@@ -49,6 +53,7 @@ class PathSettings(BaseModel):
         self.features_dir = self.features_dir or self.data_dir / "features"
         self.examples_dir = self.examples_dir or self.data_dir / "examples"
         self.models_dir = self.models_dir or self.data_dir / "models"
+        self.index_dir = self.index_dir or self.data_dir / "index"
         return self
 
 
@@ -146,6 +151,28 @@ class TrainingSettings(BaseModel):
     seed: int = 42
 
 
+class IndexSettings(BaseModel):
+    """`segue index`: where track embeddings live in Milvus and how a rebuild is accepted."""
+
+    profile: str = Field("embedded", pattern="^(embedded|cpu_hnsw|cpu_ivf|gpu_cagra|gpu_ivf_pq)$",
+                         description="embedded: Milvus Lite in a local file; cpu_*/gpu_*: a Milvus server")
+    uri: str | None = Field(None, description="Milvus server URI (http://host:19530); "
+                                              "default for embedded: <index_dir>/milvus.db")
+    token: str = Field("", description="Milvus credentials (user:password or an API key)")
+    alias: str = Field("tracks", pattern="^[A-Za-z_][A-Za-z0-9_]*$",
+                       description="The alias serving searches; a rebuild swaps it")
+    keep_previous: int = Field(1, ge=1, description="Earlier collections kept for `segue index rollback`")
+    build_params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the profile's index build parameters")
+    search_params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the profile's search parameters")
+    write_batch: int = Field(1000, ge=1, le=10_000, description="Rows per Milvus insert")
+    embed_batch: int = Field(2048, ge=1, description="Tracks per candidate-tower call in the rebuild")
+    validation_queries: int = Field(100, ge=10, description="Sampled tracks whose ANN top-100 is checked against exact search")
+    min_recall: float = Field(0.95, gt=0, le=1, description="ANN Recall@100 below this fails a rebuild")
+    max_mean_cosine: float = Field(0.9, gt=0, le=1, description="Mean pairwise cosine above this means collapsed embeddings")
+    beam_runner: str = Field("DirectRunner", description="Beam runner of the rebuild pipeline (FlinkRunner, DataflowRunner, ...)")
+    beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --flink_master=host:8081")
+
+
 class LogSettings(BaseModel):
     format: str = Field("text", pattern="^(text|json)$")
     level: str = "INFO"
@@ -164,6 +191,7 @@ class SegueSettings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     examples: ExampleSettings = Field(default_factory=ExampleSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -1,0 +1,31 @@
+"""Opens Milvus for the configured profile: a local Milvus Lite file, or a server by URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pymilvus import MilvusClient
+
+from segue.indexing.profiles import IndexProfile, resolve_profile
+from segue.settings import SegueSettings
+
+
+def index_profile(settings: SegueSettings) -> IndexProfile:
+    cfg = settings.index
+    return resolve_profile(cfg.profile, cfg.build_params, cfg.search_params)
+
+
+def milvus_uri(settings: SegueSettings) -> str:
+    profile = index_profile(settings)
+    if settings.index.uri:
+        return settings.index.uri
+    if profile.engine == "server":
+        raise ValueError(f"index profile {profile.name!r} needs a Milvus server: set index.uri "
+                         "(SEGUE_INDEX__URI=http://host:19530)")
+    path = Path(settings.paths.index_dir) / "milvus.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path.absolute())
+
+
+def open_client(settings: SegueSettings) -> MilvusClient:
+    return MilvusClient(uri=milvus_uri(settings), token=settings.index.token)

@@ -1,0 +1,81 @@
+"""Searching the serving alias, with the model-version lock between query tower and index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pymilvus import MilvusClient
+
+from segue.indexing.profiles import IndexProfile
+from segue.indexing.track_collection import KEY, VECTOR, collection_info, hit_uri
+from segue.indexing.upsert import live_collection
+
+
+class ModelVersionMismatch(RuntimeError):
+    """The query tower and the index's candidate tower come from different trainings."""
+
+
+@dataclass
+class Hit:
+    track_uri: str
+    score: float
+    fields: dict[str, Any]
+
+
+class TrackIndex:
+    """The collection behind `alias`: its model version, searches, and a track's neighbours."""
+
+    def __init__(self, client: MilvusClient, alias: str, profile: IndexProfile):
+        self.client, self.alias, self.profile = client, alias, profile
+        self._loaded: set[str] = set()
+
+    @property
+    def collection(self) -> str:
+        live = live_collection(self.client, self.alias)
+        if live is None:
+            raise LookupError(f"alias {self.alias!r} serves no collection yet: run `segue index rebuild`")
+        if live not in self._loaded:  # Milvus Lite releases collections when its process ends
+            self.client.load_collection(live)
+            self._loaded.add(live)
+        return live
+
+    @property
+    def model_version(self) -> str:
+        return collection_info(self.client, self.collection).model_version
+
+    def check_version(self, query_model_version: str) -> None:
+        """Embeddings of two trainings live in unrelated spaces: searching across them is noise."""
+        indexed = self.model_version
+        if indexed != query_model_version:
+            raise ModelVersionMismatch(f"the index {self.alias!r} holds embeddings of model {indexed!r} but the "
+                                       f"query tower is {query_model_version!r}: load that model version, "
+                                       "or rebuild the index with this one")
+
+    def search(self, vectors: np.ndarray, limit: int, filter: str = "", output_fields: Sequence[str] = (),
+               consistency_level: str = "Bounded") -> list[list[Hit]]:
+        """Top-`limit` tracks per query vector. `Strong` also sees upserts of the last moments."""
+        results = self.client.search(self.alias, data=np.asarray(vectors, np.float32).tolist(), limit=limit,
+                                     filter=filter, output_fields=[KEY, *output_fields],
+                                     search_params=self.profile.search_request(),
+                                     consistency_level=consistency_level)
+        return [[Hit(hit_uri(h), float(h["distance"]),
+                     {k: v for k, v in h["entity"].items() if k != KEY}) for h in row] for row in results]
+
+    def vectors(self, track_uris: Sequence[str]) -> dict[str, np.ndarray]:
+        import json
+
+        rows = self.client.query(self.alias, filter=f"{KEY} in {json.dumps(list(track_uris))}",
+                                 output_fields=[KEY, VECTOR])
+        return {r[KEY]: np.asarray(r[VECTOR], np.float32) for r in rows}
+
+    def nearest_tracks(self, track_uri: str, limit: int = 10, output_fields: Sequence[str] = ()) -> list[Hit]:
+        """The tracks whose embeddings are closest to `track_uri`'s, without the track itself."""
+        self.collection  # noqa: B018 - resolves the alias and loads its collection
+        vector = self.vectors([track_uri]).get(track_uri)
+        if vector is None:
+            raise KeyError(f"{track_uri} is not in the index {self.alias!r}")
+        hits = self.search(vector[None, :], limit + 1, output_fields=output_fields)[0]
+        return [h for h in hits if h.track_uri != track_uri][:limit]

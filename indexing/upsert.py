@@ -1,0 +1,104 @@
+"""Incremental upserts: idempotent by track URI, the newest event wins.
+
+Milvus's own upsert is last-write-wins by arrival; events can arrive late or twice, so each write
+first reads the stored event times and skips rows that are not newer. Events for one track must
+not be written concurrently by two writers (Kafka partitions by track URI give that).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymilvus import MilvusClient
+
+from segue.indexing.track_collection import (
+    BUILDING, KEY, CollectionInfo, RowProblems, builds, collection_info, track_rows)
+from segue.training.export import ExportedTower, load_tower
+
+_LOGGER = logging.getLogger(__name__)
+STREAM = "stream"
+
+
+@dataclass
+class WriteReport:
+    written: int = 0
+    superseded: int = 0  # an event not newer than the stored row (a replay or a late event)
+
+    def add(self, other: "WriteReport") -> None:
+        self.written += other.written
+        self.superseded += other.superseded
+
+
+def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]]) -> WriteReport:
+    """Upserts the rows whose event is at least as new as the stored one (equal rewrites: idempotent)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        kept = latest.get(row[KEY])
+        if kept is None or row["event_time_us"] >= kept["event_time_us"]:
+            latest[row[KEY]] = row
+    stored = client.query(collection, filter=f"{KEY} in {json.dumps(list(latest))}",
+                          output_fields=[KEY, "event_time_us"], consistency_level="Strong")
+    current = {r[KEY]: r["event_time_us"] for r in stored}
+    fresh = [r for uri, r in latest.items() if r["event_time_us"] >= current.get(uri, -1)]
+    if fresh:
+        client.upsert(collection, fresh)
+    return WriteReport(written=len(fresh), superseded=len(rows) - len(fresh))
+
+
+class NoIndex(RuntimeError):
+    """Nothing to write to: no collection serves the alias and none is being built."""
+
+
+def live_collection(client: MilvusClient, alias: str) -> str | None:
+    if alias not in client.list_aliases().get("aliases", []):
+        return None
+    return client.describe_alias(alias)["collection_name"]
+
+
+@dataclass
+class TrackUpserter:
+    """Embeds tracks' candidate features and upserts them where serving will look for them.
+
+    The targets are the alias's collection and every build in progress, each embedded by its own
+    model version's tower, so a rebuild that swaps in mid-stream already holds the new tracks.
+    """
+
+    client: MilvusClient
+    alias: str
+    models_dir: Path
+    _towers: dict[str, ExportedTower] = field(default_factory=dict)
+
+    def targets(self) -> list[CollectionInfo]:
+        live = live_collection(self.client, self.alias)
+        found = [collection_info(self.client, live)] if live else []
+        found += [b for b in builds(self.client, self.alias) if b.state == BUILDING and b.name != live]
+        if not found:
+            raise NoIndex(f"no Milvus collection serves alias {self.alias!r} and none is being built: "
+                          "run `segue index rebuild` first")
+        return found
+
+    def tower(self, model_version: str) -> ExportedTower:
+        if model_version not in self._towers:
+            path = Path(self.models_dir) / model_version / "candidate"
+            if not path.is_dir():
+                raise FileNotFoundError(f"the index was built by model {model_version!r}, whose candidate "
+                                        f"tower is not at {path}; copy that model version there")
+            self._towers[model_version] = load_tower(path)
+        return self._towers[model_version]
+
+    def upsert(self, track_uris: Sequence[str], features: Mapping[str, Sequence[Any]],
+               event_time_us: Sequence[int], problems: RowProblems | None = None) -> dict[str, WriteReport]:
+        """Writes the tracks into every target; returns what each target took."""
+        reports = {}
+        for target in self.targets():
+            embeddings = self.tower(target.model_version).embed(features)
+            rows = track_rows(track_uris, features, embeddings, event_time_us, STREAM, problems)
+            reports[target.name] = write_newest(self.client, target.name, rows)
+        _LOGGER.info("tracks upserted", extra={"tracks": len(track_uris),
+                                               "targets": {k: vars(v) for k, v in reports.items()}})
+        return reports

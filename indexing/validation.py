@@ -1,0 +1,88 @@
+"""Checks a freshly built collection must pass before the serving alias may point at it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from pymilvus import MilvusClient
+
+from segue.indexing.profiles import TOP_K, IndexProfile
+from segue.indexing.track_collection import KEY, hit_uri
+
+
+@dataclass
+class Validation:
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c["ok"] for c in self.checks.values())
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c["why"] for c in self.checks.values() if not c["ok"]]
+
+    def record(self, name: str, ok: bool, why: str, **facts: Any) -> None:
+        self.checks[name] = {"ok": bool(ok), "why": why, **facts}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+def mean_pairwise_cosine(vectors: np.ndarray, sample: int, rng: np.random.Generator) -> float:
+    picked = vectors[rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)]
+    unit = picked / np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit.T
+    n = len(unit)
+    return float((sims.sum() - np.trace(sims)) / max(n * (n - 1), 1))
+
+
+def ann_recall(client: MilvusClient, collection: str, profile: IndexProfile, uris: np.ndarray,
+               vectors: np.ndarray, queries: int, rng: np.random.Generator) -> tuple[float, int]:
+    """Recall@k of the collection's ANN search against exact inner product over `vectors`.
+
+    Sampled tracks' own embeddings are the queries: they come from the same distribution the
+    index serves, and exact top-k over every stored vector is cheap to compute here.
+    """
+    k = min(TOP_K, len(uris))
+    picked = rng.choice(len(uris), size=min(queries, len(uris)), replace=False)
+    scores = vectors[picked] @ vectors.T
+    exact = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    hits = client.search(collection, data=vectors[picked].tolist(), limit=k,
+                         search_params=profile.search_request(), output_fields=[KEY],
+                         consistency_level="Strong")
+    found = [{hit_uri(h) for h in row} for row in hits]
+    overlap = [len(found[i] & set(uris[exact[i]])) / k for i in range(len(picked))]
+    return float(np.mean(overlap)), k
+
+
+def validate_build(client: MilvusClient, collection: str, profile: IndexProfile, uris: np.ndarray,
+                   vectors: np.ndarray, expected_rows: int, queries: int, min_recall: float,
+                   max_mean_cosine: float, seed: int = 0) -> Validation:
+    """Row count, finite embeddings, no collapse, ANN Recall@100 >= min_recall; each recorded."""
+    result = Validation()
+    rng = np.random.default_rng(seed)
+    rows = client.query(collection, filter="", output_fields=["count(*)"],
+                        consistency_level="Strong")[0]["count(*)"]
+    result.record("row_count", rows == expected_rows,
+                  f"the collection holds {rows} rows, the catalogue {expected_rows}",
+                  rows=int(rows), expected=int(expected_rows))
+    if len(vectors) == 0:
+        result.record("embeddings", False, "no embeddings were written")
+        return result
+    finite = bool(np.isfinite(vectors).all())
+    result.record("finite", finite, "embeddings hold NaN or infinity" if not finite else "all finite")
+    if not finite:
+        return result
+    cosine = mean_pairwise_cosine(vectors, 2000, rng)
+    result.record("not_collapsed", cosine <= max_mean_cosine,
+                  f"mean pairwise cosine {cosine:.3f} (limit {max_mean_cosine}): "
+                  + ("the tower maps tracks to nearly one point" if cosine > max_mean_cosine else "spread"),
+                  mean_cosine=round(cosine, 4))
+    recall, k = ann_recall(client, collection, profile, uris, vectors, queries, rng)
+    result.record("ann_recall", recall >= min_recall,
+                  f"ANN Recall@{k} against exact search {recall:.3f} (minimum {min_recall})",
+                  recall=round(recall, 4), k=k, queries=min(queries, len(uris)))
+    return result
