@@ -34,6 +34,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keeps TF's and ScaNN's info logs out of the progress lines
 
 import numpy as np
 

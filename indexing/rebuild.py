@@ -33,8 +33,8 @@ from segue.indexing.embedding_pipeline import read_embeddings, run_embedding_pip
 from segue.indexing.milvus_connection import index_profile, milvus_uri, open_client
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
-    BUILDING, FAILED, KEY, MODEL_VERSION, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
-    builds, collection_name, now_us, set_properties, track_rows, track_schema)
+    BUILDING, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
+    builds, collection_info, collection_name, now_us, set_properties, track_rows, track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, live_collection, write_newest
 from segue.indexing.validation import Validation, validate_build
 from segue.settings import SegueSettings
@@ -135,11 +135,10 @@ def carry_over(client: MilvusClient, source: str | None, target: str, store: Fea
         found = [r for r in rows if r.found]
         if not found:
             continue
-        features = {n: [r.features.get(n) for r in found] for n in tower.feature_names}
-        embeddings = tower.embed(features)
         keys = [r.key for r in found]
-        full = {n: [r.features.get(n) for r in found] for n in found[0].features}
-        report.add(write_newest(client, target, track_rows(keys, full, embeddings,
+        features = {KEY: keys, **{n: [r.features.get(n) for r in found] for n in found[0].features}}
+        embeddings = tower.embed(features)
+        report.add(write_newest(client, target, track_rows(keys, features, embeddings,
                                                            [wanted[k] for k in keys], STREAM)))
     if missing:
         _LOGGER.warning("stream tracks without online features were not carried over",
@@ -167,11 +166,13 @@ def _ground_truth(client: MilvusClient, collection: str, embeddings_prefix: Path
     return uris, vectors
 
 
-def _prune(client: MilvusClient, alias: str, keep: set[str], keep_previous: int) -> list[str]:
-    """Drops failed builds and ready ones beyond the newest `keep_previous` (never an aliased one)."""
-    ready = [b.name for b in builds(client, alias) if b.state == READY and b.name not in keep]
-    doomed = ready[:-keep_previous] if keep_previous else ready
-    doomed += [b.name for b in builds(client, alias) if b.state == FAILED]
+def _prune(client: MilvusClient, alias: str, serving: str, previous: str | None, keep_previous: int) -> list[str]:
+    """Keeps the serving build, the one it replaced and the newest `keep_previous - 1` other ready
+    builds; drops the rest and any failed one. The serving collection is never dropped."""
+    found = builds(client, alias)
+    others = [b.name for b in found if b.state == READY and b.name not in (serving, previous)]
+    doomed = others[:max(len(others) - (keep_previous - 1), 0)]
+    doomed += [b.name for b in found if b.state == FAILED]
     for name in doomed:
         client.drop_collection(name)
     return doomed
@@ -185,8 +186,14 @@ def _model_version(model_dir: Path) -> str:
 
 
 def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path | None = None,
-                  on_stage: Stage | None = None, client: MilvusClient | None = None) -> RebuildReport:
-    """Builds, validates and swaps in a new collection; raises RebuildFailed with the reasons."""
+                  on_stage: Stage | None = None, client: MilvusClient | None = None,
+                  snapshot: Path | None = None) -> RebuildReport:
+    """Builds, validates and swaps in a new collection; raises RebuildFailed with the reasons.
+
+    `snapshot` names a catalogue already read from the FeatureService (Parquet: `track_uri` and
+    the service's features), e.g. one Feast's Spark offline store wrote for a catalogue too big
+    for one driver; by default the rebuild reads it itself.
+    """
     cfg = settings.index
     model_dir = Path(model_dir or Path(settings.paths.models_dir) / "latest").resolve()
     version = _model_version(model_dir)
@@ -215,7 +222,12 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
     stage("created", name)
     try:
         snapshot_time_us = int(started.timestamp() * 1_000_000)
-        snapshot_rows = write_snapshot(store, build_dir / "catalog.parquet", started)
+        if snapshot is None:
+            snapshot_rows = write_snapshot(store, build_dir / "catalog.parquet", started)
+        else:
+            build_dir.mkdir(parents=True, exist_ok=True)
+            (build_dir / "catalog.parquet").symlink_to(Path(snapshot).resolve())
+            snapshot_rows = pq.ParquetFile(snapshot).metadata.num_rows
         lap("snapshot")
         stage("snapshot", name)
         written = run_embedding_pipeline(build_dir / "catalog.parquet", tower_path, milvus_uri(settings),
@@ -241,7 +253,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
             raise RebuildFailed(f"rebuild of {name} failed validation, serving is unchanged: "
                                 + "; ".join(validation.reasons), validation)
         stage("validated", name)
-        set_properties(client, name, **{STATE: READY})
+        set_properties(client, name, **{STATE: READY, PREVIOUS: live or ""})
         if live is None:
             client.create_alias(name, cfg.alias)
         else:
@@ -251,7 +263,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
         set_properties(client, name, **{STATE: FAILED})
         client.drop_collection(name)
         raise
-    dropped = _prune(client, cfg.alias, keep={name, live} - {None}, keep_previous=cfg.keep_previous)
+    dropped = _prune(client, cfg.alias, name, live, cfg.keep_previous)
     report = RebuildReport(collection=name, model_version=version, profile=profile.name,
                            snapshot_rows=snapshot_rows, written=written, carried_over=carried.written,
                            carry_over_missing=missing, rows=validation.checks["row_count"]["rows"],
@@ -270,18 +282,17 @@ def _index_params(client: MilvusClient, profile: IndexProfile):
 
 
 def rollback_index(settings: SegueSettings, client: MilvusClient | None = None) -> tuple[str, str]:
-    """Points the alias back at the newest ready build older than the serving one: (from, to)."""
+    """Points the alias back at the collection the serving one replaced: (from, to)."""
     client = client or open_client(settings)
     alias = settings.index.alias
     live = live_collection(client, alias)
     if live is None:
         raise RuntimeError(f"alias {alias!r} serves nothing yet; there is nothing to roll back")
-    ready = [b for b in builds(client, alias) if b.state == READY]
-    names = [b.name for b in ready]
-    earlier = names[:names.index(live)] if live in names else names
-    if not earlier:
-        raise RuntimeError(f"no earlier ready collection to roll back to from {live}; kept: {names}")
-    target = earlier[-1]
+    target = collection_info(client, live).previous
+    kept = {b.name: b.state for b in builds(client, alias)}
+    if kept.get(target) != READY:
+        raise RuntimeError(f"{live} replaced {target or 'nothing'}, which is not kept and ready; "
+                           f"kept builds: {kept}")
     client.load_collection(target)
     client.alter_alias(target, alias)
     _LOGGER.info("index rolled back", extra={"alias": alias, "from": live, "to": target})

@@ -31,6 +31,7 @@ PROFILE = "segue.profile"
 STATE = "segue.state"  # building -> ready | failed
 STARTED_US = "segue.started_us"
 VALIDATION = "segue.validation"
+PREVIOUS = "segue.previous"  # the collection the alias pointed at before this one: rollback's target
 BUILDING, READY, FAILED = "building", "ready", "failed"
 
 SCALAR_FIELDS = ("artist_uri", "album_uri", "explicit", "popularity", "release_year", "first_added_s",
@@ -78,13 +79,15 @@ class CollectionInfo:
     state: str
     started_us: int
     validation: dict[str, Any]
+    previous: str
 
 
 def collection_info(client: MilvusClient, name: str) -> CollectionInfo:
     props = client.describe_collection(name).get("properties", {}) or {}
     return CollectionInfo(name=name, model_version=props.get(MODEL_VERSION, ""), state=props.get(STATE, ""),
                           started_us=int(props.get(STARTED_US, 0) or 0),
-                          validation=json.loads(props.get(VALIDATION, "{}") or "{}"))
+                          validation=json.loads(props.get(VALIDATION, "{}") or "{}"),
+                          previous=props.get(PREVIOUS, ""))
 
 
 def builds(client: MilvusClient, alias: str) -> list[CollectionInfo]:

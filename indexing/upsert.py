@@ -17,7 +17,7 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
-    BUILDING, KEY, CollectionInfo, RowProblems, builds, collection_info, track_rows)
+    BUILDING, KEY, READY, CollectionInfo, RowProblems, builds, collection_info, track_rows)
 from segue.training.export import ExportedTower, load_tower
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ def live_collection(client: MilvusClient, alias: str) -> str | None:
 class TrackUpserter:
     """Embeds tracks' candidate features and upserts them where serving will look for them.
 
-    The targets are the alias's collection and every build in progress, each embedded by its own
-    model version's tower, so a rebuild that swaps in mid-stream already holds the new tracks.
+    The targets are the alias's collection, every build in progress and the builds kept for
+    rollback, each embedded by its own model version's tower: a rebuild that swaps in mid-stream
+    already holds the new tracks, and a rollback loses none.
     """
 
     client: MilvusClient
@@ -76,7 +77,7 @@ class TrackUpserter:
     def targets(self) -> list[CollectionInfo]:
         live = live_collection(self.client, self.alias)
         found = [collection_info(self.client, live)] if live else []
-        found += [b for b in builds(self.client, self.alias) if b.state == BUILDING and b.name != live]
+        found += [b for b in builds(self.client, self.alias) if b.state in (BUILDING, READY) and b.name != live]
         if not found:
             raise NoIndex(f"no Milvus collection serves alias {self.alias!r} and none is being built: "
                           "run `segue index rebuild` first")
@@ -95,6 +96,7 @@ class TrackUpserter:
                event_time_us: Sequence[int], problems: RowProblems | None = None) -> dict[str, WriteReport]:
         """Writes the tracks into every target; returns what each target took."""
         reports = {}
+        features = {**features, KEY: list(track_uris)}  # the URI is a tower input too (id embedding)
         for target in self.targets():
             embeddings = self.tower(target.model_version).embed(features)
             rows = track_rows(track_uris, features, embeddings, event_time_us, STREAM, problems)

@@ -154,7 +154,8 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
 
         evaluation = Path(report["model_dir"]) / "evaluation"
         click.echo(f"  model           {report['model_dir']}  (towers: query/, candidate/; ScaNN: retrieval/)\n"
-                   f"  evaluation      {evaluation}/metrics.md, recall_at_k.png")
+                   f"  evaluation      {evaluation}/metrics.md, recall_at_k.png\n"
+                   f"  Milvus index    {settings.paths.index_dir}  (try: segue index status)")
         click.secho(f"\nHeld-out playlists ({report['heldout_playlists']}), full catalog "
                     f"({report['catalog_tracks']:,} tracks), seeds excluded", bold=True)
         click.echo(metrics_table(report))
@@ -183,7 +184,44 @@ def _train_and_evaluate(demo: Demo, settings: SegueSettings) -> dict[str, Any]:
         return {f"{name} recall@100": f"{r['overall']['recall@100']:.3f}" for name, r in report["models"].items()}
 
     demo.run("evaluate vs baselines (held-out)", run_evaluate)
+    _build_index(demo, settings, trained["path"])
     return trained["report"]
+
+
+def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
+    from segue.features.online import lookup
+    from segue.features.store import open_store
+    from segue.indexing.milvus_connection import index_profile, open_client
+    from segue.indexing.rebuild import rebuild_index
+    from segue.indexing.track_index import TrackIndex
+
+    def run_rebuild() -> dict[str, Any]:
+        r = rebuild_index(settings, open_store(settings), model)
+        checks = r.validation["checks"]
+        return {"collection": r.collection, "rows": r.rows, "profile": r.profile,
+                "ANN recall@100": checks["ann_recall"]["recall"], "alias": settings.index.alias}
+
+    demo.run("Milvus index rebuild (Beam) + swap", run_rebuild)
+    store = open_store(settings)
+    client = open_client(settings)
+    index = TrackIndex(client, settings.index.alias, index_profile(settings))
+    # The most popular track makes a recognisable example.
+    candidates = client.query(settings.index.alias, filter="popularity >= 0", output_fields=["track_uri", "popularity"],
+                              limit=2000)
+    if not candidates:
+        return
+    sample = max(candidates, key=lambda r: r["popularity"])["track_uri"]
+    hits = index.nearest_tracks(sample, 5)
+    names = {r.key: r.features for r in lookup(store, "track_candidate_v1", "track_uri",
+                                                 [sample, *[h.track_uri for h in hits]])}
+
+    def label(uri: str) -> str:
+        f = names.get(uri) or {}
+        return f"{f.get('track_name') or uri} - {f.get('artist_name') or '?'}"
+
+    click.secho(f"\nNearest tracks to {label(sample)} ({sample})", bold=True)
+    for rank, h in enumerate(hits, 1):
+        click.echo(f"  {rank}. {h.score:.3f}  {label(h.track_uri)}")
 
 
 def _fact(value: Any) -> str:

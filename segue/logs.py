@@ -35,9 +35,18 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _KnownFalseWarnings(logging.Filter):
+    """Beam 2.77's RunInference warns on every batch that it cannot read memory use: its optional
+    ModelManager import fails and takes the `resource` module down with it. Nothing is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Resource module is not available")
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_KnownFalseWarnings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -46,3 +55,6 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     for noisy in ("py4j", "great_expectations", "urllib3", "absl", "tensorflow",
                   "feast.infra.registry.registry", "apache_beam", "milvus_lite", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymilvus logs every failed call it then raises (the caller reports it) and warns that Milvus
+    # Lite has no server timestamps for iterators (client time is used; fine for one process).
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)

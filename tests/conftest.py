@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,52 @@ def write_slice(folder: Path, doc: dict | str, name: str = "mpd.slice.0-2.json")
     return path
 
 
+SMALL_TRAINING = {"batch_size": 256, "epochs": 8, "early_stopping_patience": 2, "validation_queries": 1000,
+                  "steps_per_execution": 4}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, spark):
+    """2,000 generated playlists (8 tastes) through ingest, features, Feast and examples; shared by
+    the training and index tests, which only read it."""
+    from datetime import date
+
+    from segue.batch.build_examples import build_examples
+    from segue.batch.build_features import build_features
+    from segue.batch.ingest_mpd import ingest
+    from segue.batch.synth import generate
+    from segue.features.materialize import materialize
+    from segue.features.store import REPO_PATH, apply_definitions, open_store
+    from segue.settings import load_settings
+
+    root = tmp_path_factory.mktemp("training")
+    mpd = root / "mpd"
+    generate(mpd, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
+             challenge_playlists=20, progress=False)
+    settings = load_settings(paths={"data_dir": root}, training=SMALL_TRAINING,
+                             examples={"positions_per_playlist": 4})
+    ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
+    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
+    repo = root / "feature_repo"
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    apply_definitions(settings, "local", repo)
+    store = open_store(settings, "local", repo)
+    materialize(store, spark, full=True)
+    build_examples(spark, settings, store, settings.paths.examples_dir)
+    return settings, store
+
+
+@pytest.fixture(scope="session")
+def trained(world):
+    """The two-tower model trained on `world`, and its held-out evaluation."""
+    from segue.training.evaluate import evaluate
+    from segue.training.train import train
+
+    settings, store = world
+    model = train(settings, store, verbose=0)
+    return model, evaluate(settings, store, model.path)
+
+
 @pytest.fixture(scope="session")
 def spark():
     from segue.batch.spark_session import build_spark
@@ -52,3 +99,21 @@ def spark():
                                                        driver_memory="2g"))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus standalone server (the PyPI `milvus` package: embedded etcd, local storage),
+    started as a local process on free ports and stopped at the end; yields its URI."""
+    from milvus import MilvusServer, MilvusServerConfig
+
+    config = MilvusServerConfig(data_dir=str(tmp_path_factory.mktemp("milvus-server")))
+    # Advertise loopback addresses; the package's components still listen on every interface.
+    for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode"):
+        config.set(f"{component}.ip", "127.0.0.1")
+    server = MilvusServer(config)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{config.get('proxy_port')}"
+    finally:
+        server.stop()

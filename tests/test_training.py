@@ -4,54 +4,16 @@ Feast (DuckDB offline, SQLite online), real TensorFlow; quality asserted, not ti
 from __future__ import annotations
 
 import json
-import shutil
-from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from segue.batch.build_examples import build_examples
-from segue.batch.build_features import build_features
-from segue.batch.ingest_mpd import ingest
-from segue.batch.synth import generate
-from segue.features.materialize import materialize
-from segue.features.store import REPO_PATH, apply_definitions, open_store
-from segue.settings import load_settings
 from segue.training.callbacks import TrainingCollapsed
-from segue.training.evaluate import evaluate
 from segue.training.export import load_tower
 from segue.training.train import train
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-SMALL = {"batch_size": 256, "epochs": 8, "early_stopping_patience": 2, "validation_queries": 1000,
-         "steps_per_execution": 4}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, spark):
-    """2,000 generated playlists (8 tastes) through ingest, features, Feast and examples."""
-    root = tmp_path_factory.mktemp("training")
-    mpd = root / "mpd"
-    generate(mpd, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
-             challenge_playlists=20, progress=False)
-    settings = load_settings(paths={"data_dir": root}, training=SMALL, examples={"positions_per_playlist": 4})
-    ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
-    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
-    repo = root / "feature_repo"
-    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    apply_definitions(settings, "local", repo)
-    store = open_store(settings, "local", repo)
-    materialize(store, spark, full=True)
-    build_examples(spark, settings, store, settings.paths.examples_dir)
-    return settings, store
-
-
-@pytest.fixture(scope="module")
-def trained(world):
-    settings, store = world
-    model = train(settings, store, verbose=0)
-    return model, evaluate(settings, store, model.path)
 
 
 def test_two_tower_beats_popularity_on_every_recall_at_k(trained):

@@ -1,0 +1,210 @@
+"""The Milvus index against Milvus Lite AND a real Milvus standalone server: rebuild (Beam),
+validation, alias swap, rollback, newest-wins upserts, and upserts racing a rebuild."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from feast.data_source import PushMode
+
+from segue.features.online import lookup
+from segue.indexing.milvus_connection import index_profile, open_client
+from segue.indexing.profiles import InvalidIndexProfile, resolve_profile
+from segue.indexing.rebuild import RebuildFailed, rebuild_index, rollback_index
+from segue.indexing.track_collection import KEY, builds, now_us
+from segue.indexing.track_index import ModelVersionMismatch, TrackIndex
+from segue.indexing.upsert import NoIndex, TrackUpserter
+from segue.settings import IndexSettings
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+SERVICE = "track_candidate_v1"
+
+
+@pytest.fixture(params=["embedded", "server"])
+def indexed(request, world, trained, tmp_path):
+    """Settings for one engine with an alias of this test's own, the store and the model folder."""
+    settings, store = world
+    model, _ = trained
+    alias = "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    if request.param == "embedded":
+        index = IndexSettings(profile="embedded", alias=alias, validation_queries=50)
+    else:
+        index = IndexSettings(profile="cpu_hnsw", uri=request.getfixturevalue("milvus_server"), alias=alias,
+                              validation_queries=50)
+    paths = settings.paths.model_copy(update={"index_dir": tmp_path / "index"})
+    return settings.model_copy(update={"index": index, "paths": paths}), store, model.path
+
+
+def catalogue(settings) -> set[str]:
+    table = pq.read_table(settings.paths.features_dir / "track_features", columns=[KEY])
+    return set(table.column(KEY).to_pylist())
+
+
+def online_features(store, uri: str) -> dict:
+    row = lookup(store, SERVICE, KEY, [uri])[0]
+    assert row.found, uri
+    return dict(row.features)
+
+
+def push_online(store, uri: str, features: dict) -> None:
+    """What the stream does before it upserts: the track's features into Feast's online store."""
+    df = pd.DataFrame([{**features, KEY: uri, "event_timestamp": pd.Timestamp.now(tz="UTC")}])
+    store.push("track_push_source", df, to=PushMode.ONLINE)
+
+
+def columns(features: dict) -> dict:
+    return {k: [v] for k, v in features.items()}
+
+
+def stored(client, alias: str, uri: str) -> list[dict]:
+    return client.query(alias, filter=f"{KEY} == {json.dumps(uri)}",
+                        output_fields=[KEY, "popularity", "event_time_us", "source"], consistency_level="Strong")
+
+
+def test_rebuild_validates_swaps_and_rolls_back(indexed):
+    settings, store, model = indexed
+    client = open_client(settings)
+    first = rebuild_index(settings, store, model)
+    assert first.previous is None and first.validation["ok"]
+    assert first.rows == first.snapshot_rows == len(catalogue(settings)) > 1000
+    assert first.validation["checks"]["ann_recall"]["recall"] >= 0.95
+    index = TrackIndex(client, settings.index.alias, index_profile(settings))
+    assert index.collection == first.collection
+
+    # The version lock: a query tower of another training must not search this index.
+    index.check_version(first.model_version)
+    with pytest.raises(ModelVersionMismatch, match="rebuild the index"):
+        index.check_version("two_tower-someone-else")
+
+    # Neighbours come back by similarity, without the track itself, with filter fields.
+    track = sorted(catalogue(settings))[7]
+    hits = index.nearest_tracks(track, 5, output_fields=["artist_uri"])
+    assert len(hits) == 5 and track not in {h.track_uri for h in hits}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    second = rebuild_index(settings, store, model)
+    assert second.previous == first.collection and index.collection == second.collection
+    third = rebuild_index(settings, store, model)
+    # keep_previous=1: the serving build and the one it replaced stay, older ones go.
+    assert third.dropped == [first.collection]
+    assert [b.name for b in builds(client, settings.index.alias)] == [second.collection, third.collection]
+
+    assert rollback_index(settings, client) == (third.collection, second.collection)
+    assert index.collection == second.collection
+    assert index.nearest_tracks(track, 5)[0].track_uri == hits[0].track_uri
+    with pytest.raises(RuntimeError, match="not kept"):
+        rollback_index(settings, client)
+
+
+def test_a_rebuild_failing_validation_leaves_serving_untouched(indexed):
+    settings, store, model = indexed
+    client = open_client(settings)
+    good = rebuild_index(settings, store, model)
+    strict = settings.model_copy(update={"index": settings.index.model_copy(update={"max_mean_cosine": 1e-4})})
+    with pytest.raises(RebuildFailed, match="mean pairwise cosine") as failure:
+        rebuild_index(strict, store, model)
+    assert not failure.value.validation.ok
+    assert TrackIndex(client, settings.index.alias, index_profile(settings)).collection == good.collection
+    # The failed collection is gone; the good one still answers in full.
+    assert [b.name for b in builds(client, settings.index.alias)] == [good.collection]
+    count = client.query(settings.index.alias, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    assert count[0]["count(*)"] == good.rows
+
+
+def test_upserts_during_a_rebuild_survive_the_swap(indexed):
+    settings, store, model = indexed
+    client = open_client(settings)
+    alias = settings.index.alias
+    with pytest.raises(NoIndex):
+        TrackUpserter(client, alias, model.parent).targets()
+    first = rebuild_index(settings, store, model)
+    upserter = TrackUpserter(client, alias, model.parent)
+    changed = sorted(catalogue(settings))[3]
+    original = online_features(store, changed)
+    base = sorted(catalogue(settings))[11]
+    born_early, born_late = f"spotify:track:new-{alias}-1", f"spotify:track:new-{alias}-2"
+    events = {}
+
+    def stream(stage: str, building: str) -> None:
+        if stage == "snapshot":  # after the catalogue snapshot, before the new collection is filled
+            updated = {**original, "popularity": 4242}
+            push_online(store, changed, updated)
+            push_online(store, born_early, online_features(store, base))
+            events["changed"] = now_us()
+            upserter.upsert([changed], columns(updated), [events["changed"]])
+            upserter.upsert([born_early], columns(online_features(store, base)), [now_us()])
+            assert {t.name for t in upserter.targets()} == {first.collection, building}
+        if stage == "validated":  # between validation and the swap
+            push_online(store, born_late, online_features(store, base))
+            upserter.upsert([born_late], columns(online_features(store, base)), [now_us()])
+
+    try:
+        second = rebuild_index(settings, store, model, on_stage=stream)
+    finally:
+        push_online(store, changed, original)
+    assert second.previous == first.collection
+    # The bulk write put the snapshot's older row over the stream's; the carry-over restored it.
+    row = stored(client, alias, changed)
+    assert len(row) == 1 and row[0]["popularity"] == 4242 and row[0]["event_time_us"] == events["changed"]
+    assert stored(client, alias, born_early) and stored(client, alias, born_late)
+    assert second.carried_over >= 1 and second.carry_over_missing == []
+    count = client.query(alias, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
+    assert count == second.snapshot_rows + 2
+
+
+def test_repeated_upserts_leave_one_row_and_the_newest_event_wins(indexed):
+    settings, store, model = indexed
+    client = open_client(settings)
+    rebuild_index(settings, store, model)
+    upserter = TrackUpserter(client, settings.index.alias, model.parent)
+    track = sorted(catalogue(settings))[5]
+    base = online_features(store, track)
+    t = now_us()
+    versions = {t + 3: 3, t + 1: 1, t + 2: 2}
+    batch = {k: [v] * 2 for k, v in base.items()} | {"popularity": [3, 1]}
+    upserter.upsert([track, track], batch, [t + 3, t + 1])  # out of order within one batch
+    late = upserter.upsert([track], columns({**base, "popularity": versions[t + 2]}), [t + 2])
+    replay = upserter.upsert([track], columns({**base, "popularity": 3}), [t + 3])
+    assert all(r.superseded == 1 for r in late.values()) and all(r.written == 1 for r in replay.values())
+    rows = stored(client, settings.index.alias, track)
+    assert len(rows) == 1 and rows[0]["popularity"] == 3 and rows[0]["event_time_us"] == t + 3
+
+
+def test_strong_consistency_makes_an_upsert_visible_to_the_next_search(indexed):
+    settings, store, model = indexed
+    client = open_client(settings)
+    built = rebuild_index(settings, store, model)
+    upserter = TrackUpserter(client, settings.index.alias, model.parent)
+    features = online_features(store, sorted(catalogue(settings))[9])
+    features["track_name"] = features["album_name"] = "a name nobody else has"
+    uri = f"spotify:track:fresh-{settings.index.alias}"
+    upserter.upsert([uri], columns(features), [now_us()])
+    vector = upserter.tower(built.model_version).embed(columns({**features, KEY: uri}))
+    index = TrackIndex(client, settings.index.alias, index_profile(settings))
+    hits = index.search(vector, 3, consistency_level="Strong")[0]
+    assert hits[0].track_uri == uri and hits[0].score > 0.99
+
+
+def test_index_profiles_are_checked_before_use():
+    assert resolve_profile("cpu_hnsw").validate(64).search_params["ef"] >= 100
+    with pytest.raises(InvalidIndexProfile, match="ef=50"):
+        resolve_profile("cpu_hnsw", search_overrides={"ef": 50}).validate(64)
+    with pytest.raises(InvalidIndexProfile, match="GPU cap"):
+        resolve_profile("gpu_cagra").validate(64, limit=2000)
+    with pytest.raises(InvalidIndexProfile, match="must divide"):
+        resolve_profile("gpu_ivf_pq", build_overrides={"m": 7}).validate(64)
+    with pytest.raises(InvalidIndexProfile, match="unknown build parameter"):
+        resolve_profile("cpu_ivf", build_overrides={"nlists": 10}).validate(64)
+    with pytest.raises(InvalidIndexProfile, match="itopk_size"):
+        resolve_profile("gpu_cagra", search_overrides={"itopk_size": 64}).validate(64)
+    with pytest.raises(InvalidIndexProfile, match="unknown index profile"):
+        resolve_profile("gpu_magic")
+    # Memory: CAGRA holds vectors plus graph; IVF-PQ only codes, far less.
+    cagra, pq_ = resolve_profile("gpu_cagra"), resolve_profile("gpu_ivf_pq")
+    assert cagra.memory_bytes(1_000_000, 64) == 1_000_000 * (64 * 4 + 32 * 4)
+    assert pq_.memory_bytes(1_000_000, 64) < cagra.memory_bytes(1_000_000, 64) / 5
+
