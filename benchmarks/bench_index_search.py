@@ -172,7 +172,7 @@ def milvus_server():
     from pymilvus import MilvusClient
 
     with tempfile.TemporaryDirectory(prefix="segue-bench-milvus-") as data_dir:
-        server = MilvusServer(MilvusServerConfig(base_data_dir=data_dir))
+        server = MilvusServer(MilvusServerConfig(data_dir=data_dir))
         try:
             server.start()
             client = MilvusClient(f"http://127.0.0.1:{server.config.get('proxy_port')}")

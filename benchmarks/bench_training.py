@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from segue.features.store import REPO_PATH, apply_definitions, open_store
+from segue.features.store import open_store
 from segue.logs import configure_logging
 from segue.settings import load_settings
 
@@ -39,25 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_data(root: Path, playlists: int):
-    from segue.batch.build_examples import build_examples
-    from segue.batch.build_features import build_features
-    from segue.batch.ingest_mpd import ingest
     from segue.batch.spark_session import build_spark
-    from segue.batch.synth import generate
-    from segue.features.materialize import materialize
+    from segue.sample_world import build_sample_world
 
     settings = load_settings(paths={"data_dir": root})
-    generate(settings.paths.mpd_dir, playlists=playlists, seed=7, tastes=32, start=date(2011, 1, 1),
-             end=date(2017, 11, 1), challenge_playlists=100, progress=False)
     spark = build_spark("bench-training", settings.spark)
-    ingest(spark, settings.paths.mpd_dir, settings.paths.warehouse_dir, settings.paths.metadata_dir)
-    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
-    repo = root / "feature_repo"
-    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    apply_definitions(settings, "local", repo)
-    store = open_store(settings, "local", repo)
-    materialize(store, spark, full=True)
-    build_examples(spark, settings, store, settings.paths.examples_dir)
+    store = build_sample_world(spark, settings, playlists, seed=7, tastes=32, start=date(2011, 1, 1),
+                               challenge_playlists=100)
     spark.stop()
     return settings, store
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -54,28 +53,14 @@ def world(tmp_path_factory, spark):
     the training and index tests, which only read it."""
     from datetime import date
 
-    from segue.batch.build_examples import build_examples
-    from segue.batch.build_features import build_features
-    from segue.batch.ingest_mpd import ingest
-    from segue.batch.synth import generate
-    from segue.features.materialize import materialize
-    from segue.features.store import REPO_PATH, apply_definitions, open_store
+    from segue.sample_world import build_sample_world
     from segue.settings import load_settings
 
     root = tmp_path_factory.mktemp("training")
-    mpd = root / "mpd"
-    generate(mpd, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
-             challenge_playlists=20, progress=False)
     settings = load_settings(paths={"data_dir": root}, training=SMALL_TRAINING,
                              examples={"positions_per_playlist": 4})
-    ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
-    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features.recent_tracks)
-    repo = root / "feature_repo"
-    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    apply_definitions(settings, "local", repo)
-    store = open_store(settings, "local", repo)
-    materialize(store, spark, full=True)
-    build_examples(spark, settings, store, settings.paths.examples_dir)
+    store = build_sample_world(spark, settings, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1),
+                               challenge_playlists=20)
     return settings, store
 
 

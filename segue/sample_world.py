@@ -1,0 +1,37 @@
+"""A generated sample taken through every batch stage into a private copy of the Feast repo:
+the data that tests and benchmarks train and index on, without touching `feature_repo/data/`."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+from feast import FeatureStore
+
+from segue.settings import SegueSettings
+
+
+def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int, tastes: int,
+                       start: date, challenge_playlists: int) -> FeatureStore:
+    """generate -> ingest -> features -> feast apply -> materialize -> examples, all under
+    `settings.paths.data_dir`; returns the store of the repo copy (SQLite online, DuckDB offline)."""
+    from segue.batch.build_examples import build_examples
+    from segue.batch.build_features import build_features
+    from segue.batch.ingest_mpd import ingest
+    from segue.batch.synth import generate
+    from segue.features.materialize import materialize
+    from segue.features.store import REPO_PATH, apply_definitions, open_store
+
+    paths = settings.paths
+    generate(paths.mpd_dir, playlists=playlists, seed=seed, tastes=tastes, start=start, end=date(2017, 11, 1),
+             challenge_playlists=challenge_playlists, progress=False)
+    ingest(spark, paths.mpd_dir, paths.warehouse_dir, paths.metadata_dir)
+    build_features(spark, paths.warehouse_dir, paths.features_dir, settings.features.recent_tracks)
+    repo = Path(paths.data_dir) / "feature_repo"
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    apply_definitions(settings, "local", repo)
+    store = open_store(settings, "local", repo)
+    materialize(store, spark, full=True)
+    build_examples(spark, settings, store, paths.examples_dir)
+    return store
