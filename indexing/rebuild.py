@@ -260,8 +260,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
             client.alter_alias(name, cfg.alias)
         lap("swap")
     except BaseException:
-        set_properties(client, name, **{STATE: FAILED})
-        client.drop_collection(name)
+        _discard(client, name)
         raise
     dropped = _prune(client, cfg.alias, name, live, cfg.keep_previous)
     report = RebuildReport(collection=name, model_version=version, profile=profile.name,
@@ -272,6 +271,16 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
     _LOGGER.info("index swapped", extra={"alias": cfg.alias, "collection": name, "previous": live,
                                          "rows": report.rows, "seconds": seconds})
     return report
+
+
+def _discard(client: MilvusClient, name: str) -> None:
+    """Drops a failed build; if Milvus is unreachable too, the original error still surfaces."""
+    try:
+        set_properties(client, name, **{STATE: FAILED})
+        client.drop_collection(name)
+    except Exception:
+        _LOGGER.exception("could not drop the failed build; the next rebuild drops it (state: failed)",
+                          extra={"collection": name})
 
 
 def _index_params(client: MilvusClient, profile: IndexProfile):

@@ -101,8 +101,12 @@ def set_properties(client: MilvusClient, name: str, **props: str) -> None:
     client.alter_collection_properties(name, properties=props)
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def _text(value: Any, field: str = "", uri: str = "") -> str:
+    text = "" if value is None else str(value)
+    if len(text) > URI_LENGTH:  # Milvus would refuse the whole batch; name the one bad value instead
+        raise ValueError(f"track {uri[:80]!r}: field `{field}` has {len(text)} characters, the index holds "
+                         f"at most {URI_LENGTH}; fix the value at its source")
+    return text
 
 
 def _number(value: Any) -> int:
@@ -131,8 +135,9 @@ def track_row(uri: str, features: Mapping[str, Any], embedding: np.ndarray, even
     genres = [str(g)[:GENRE_LENGTH] for g in (features.get("artist_genres") or []) if g is not None]
     if len(genres) > MAX_GENRES and problems is not None:
         problems.truncated_genres += 1
-    return {KEY: str(uri), VECTOR: np.asarray(embedding, dtype=np.float32).tolist(),
-            "artist_uri": _text(features.get("artist_uri")), "album_uri": _text(features.get("album_uri")),
+    return {KEY: _text(uri, KEY, str(uri)), VECTOR: np.asarray(embedding, dtype=np.float32).tolist(),
+            "artist_uri": _text(features.get("artist_uri"), "artist_uri", str(uri)),
+            "album_uri": _text(features.get("album_uri"), "album_uri", str(uri)),
             "explicit": _flag(features.get("explicit")), "popularity": _number(features.get("popularity")),
             "release_year": _number(features.get("release_year")),
             "first_added_s": _number(features.get("first_added_s")),

@@ -58,3 +58,6 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     # pymilvus logs every failed call it then raises (the caller reports it) and warns that Milvus
     # Lite has no server timestamps for iterators (client time is used; fine for one process).
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    # Milvus Lite's in-process gRPC server logs a traceback for each call it does not implement
+    # (AllocTimestamp, which pymilvus's iterators try first and then do without).
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)

@@ -208,3 +208,13 @@ def test_index_profiles_are_checked_before_use():
     assert cagra.memory_bytes(1_000_000, 64) == 1_000_000 * (64 * 4 + 32 * 4)
     assert pq_.memory_bytes(1_000_000, 64) < cagra.memory_bytes(1_000_000, 64) / 5
 
+
+
+def test_a_row_milvus_would_refuse_is_named_before_the_write():
+    from segue.indexing.track_collection import track_row
+
+    row = track_row("spotify:track:ok", {"artist_uri": "spotify:artist:a", "artist_genres": ["pop", None]},
+                    [0.0] * 4, 5, "stream", 6)
+    assert row["genres"] == ["pop"] and row["explicit"] == -1 and row["popularity"] == -1
+    with pytest.raises(ValueError, match="field `album_uri` has 600 characters"):
+        track_row("spotify:track:bad", {"album_uri": "x" * 600}, [0.0] * 4, 5, "stream", 6)
