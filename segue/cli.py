@@ -326,6 +326,45 @@ def index_neighbours(settings: SegueSettings, track_uri: str, limit: int) -> Non
         click.echo(f"{h.score:7.4f}  {h.track_uri}  {json.dumps(h.fields)}")
 
 
+@cli.group()
+def kafka() -> None:
+    """A local Apache Kafka broker (KRaft, Apache's jars fetched once by Maven), on 127.0.0.1."""
+
+
+_KAFKA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                          help="The broker's data, log and pid file (default: <paths.data_dir>/kafka).")
+
+
+@kafka.command("start")
+@_KAFKA_DIR
+@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
+@click.pass_obj
+def kafka_start(settings: SegueSettings, data_dir: Path | None, port: int) -> None:
+    """Start the broker in the background and print its bootstrap address."""
+    from segue.streaming.kafka_broker import KafkaBroker, KafkaBrokerError
+    from segue.streaming.kafka_jars import KafkaSetupError
+
+    broker = KafkaBroker(data_dir or Path(settings.paths.data_dir) / "kafka", port=port)
+    try:
+        broker.start()
+    except (KafkaSetupError, KafkaBrokerError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(broker.bootstrap_servers)
+
+
+@kafka.command("stop")
+@_KAFKA_DIR
+@click.pass_obj
+def kafka_stop(settings: SegueSettings, data_dir: Path | None) -> None:
+    """Stop the broker started on that data folder."""
+    from segue.streaming.kafka_broker import KafkaBroker, KafkaBrokerError
+
+    try:
+        KafkaBroker(data_dir or Path(settings.paths.data_dir) / "kafka").stop()
+    except KafkaBrokerError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,

@@ -51,9 +51,10 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Spark's py4j, GE, TensorFlow (and its absl), Feast's registry refreshes, Beam's batch-size
-    # statistics and Milvus Lite's segment chatter drown the job's own lines.
+    # statistics, Milvus Lite's segment chatter and kafka-python's connection lines drown the
+    # job's own lines.
     for noisy in ("py4j", "great_expectations", "urllib3", "absl", "tensorflow",
-                  "feast.infra.registry.registry", "apache_beam", "milvus_lite", "faiss"):
+                  "feast.infra.registry.registry", "apache_beam", "milvus_lite", "faiss", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pymilvus logs every failed call it then raises (the caller reports it) and warns that Milvus
     # Lite has no server timestamps for iterators (client time is used; fine for one process).
