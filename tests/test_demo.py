@@ -28,9 +28,10 @@ def test_demo_on_a_generated_sample(tmp_path):
     for step in ("generate MPD-shaped sample", "validate slices (strict reader)", "Spark ingest + data contracts",
                  "Spark feature tables", "feast apply + source check", "materialize (contract-gated)",
                  "training examples (point-in-time)", "train two-tower model (TFRS)",
-                 "evaluate vs baselines (held-out)"):
+                 "evaluate vs baselines (held-out)", "Milvus index rebuild (Beam) + swap"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     assert "playlists=500" in out and "rules held" in out and "total" in out
+    assert "Nearest tracks to " in out and "\n  5. " in out  # the index answers with five neighbours
     assert "pid 0 online=yes" in out and "unknown pid -1 found=no" in out
     for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json",
                      "models/latest/manifest.json", "models/latest/evaluation/metrics.md",

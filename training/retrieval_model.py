@@ -25,10 +25,12 @@ def build_index(pipeline: EmbeddingPipeline, embeddings: np.ndarray, track_uris:
         (tf.constant(track_uris.astype(str)), tf.constant(embeddings))).batch(4096)
     if kind == "scann":
         n = len(track_uris)
-        # Leaves ~ sqrt(n), searching ~10% of them, then exact re-scoring of the best 4k.
+        # Leaves ~ sqrt(n), searching ~10% of them, then exact re-scoring of the best 4k. The
+        # leaves searched must hold well over k tracks, or a small catalogue returns fewer than k.
         leaves = max(2, int(np.sqrt(n)))
+        to_search = min(leaves, max(1, leaves // 10, int(np.ceil(4 * k * leaves / n))))
         index = tfrs.layers.factorized_top_k.ScaNN(
-            pipeline, k=k, num_leaves=leaves, num_leaves_to_search=max(1, leaves // 10),
+            pipeline, k=k, num_leaves=leaves, num_leaves_to_search=to_search,
             num_reordering_candidates=max(k, 4 * k))
     elif kind == "brute_force":
         index = tfrs.layers.factorized_top_k.BruteForce(pipeline, k=k)
