@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +66,6 @@ class TrackIndex:
                      {k: v for k, v in h["entity"].items() if k != KEY}) for h in row] for row in results]
 
     def vectors(self, track_uris: Sequence[str]) -> dict[str, np.ndarray]:
-        import json
-
         rows = self.client.query(self.alias, filter=f"{KEY} in {json.dumps(list(track_uris))}",
                                  output_fields=[KEY, VECTOR])
         return {r[KEY]: np.asarray(r[VECTOR], np.float32) for r in rows}
