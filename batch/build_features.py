@@ -15,6 +15,10 @@ Tables (event_timestamp: UTC, microseconds):
   track_features      track_uri, event_timestamp = first_added_s (first added anywhere), names, ids,
                       metadata
   artist_features     artist_uri, event_timestamp, name, genres, popularity, followers
+
+Tracks that only the stream has announced (`segue stream`, recorded under `paths.stream_dir`) join
+`track_features` with their newest event, so batch runs and training keep them. For a track the
+slices hold, the batch row wins: its metadata files are the source of truth.
 """
 
 from __future__ import annotations
@@ -100,13 +104,24 @@ def track_features(tracks: DataFrame, artists: DataFrame, timeline: DataFrame) -
             .drop("release_date"))
 
 
+def with_streamed_tracks(batch: DataFrame, streamed: DataFrame) -> DataFrame:
+    """`batch` plus the newest streamed row of each track that `batch` lacks."""
+    newest = Window.partitionBy("track_uri").orderBy(F.col("event_timestamp").desc())
+    only_streamed = (streamed.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")
+                     .join(batch.select("track_uri"), "track_uri", "left_anti"))
+    aligned = only_streamed.select(*[F.col(f.name).cast(f.dataType) for f in batch.schema.fields])
+    return batch.unionByName(aligned)
+
+
 def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
     first_added = timeline.groupBy("artist_uri").agg(F.min("added_at").alias("event_timestamp"))
     return (artists.select("artist_uri", "artist_name", "genres", "popularity", "followers")
             .join(first_added, "artist_uri"))
 
 
-def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: int) -> dict:
+def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: int,
+                   stream_records: Path | None = None) -> dict:
+    """`stream_records`: the stream's track_features record (`<paths.stream_dir>/track_features`)."""
     def read(name: str) -> DataFrame:
         return spark.read.parquet(str(warehouse / name))
 
@@ -117,14 +132,20 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: i
         playlist_timeline(playlists, read("playlist_tracks")).write.parquet(timeline_path)
         timeline = spark.read.parquet(timeline_path)
         playlist_snapshots(playlists, timeline, recent).write.parquet(str(run_dir / "playlist_snapshots"))
-        track_features(read("tracks"), read("artists"), timeline).write.parquet(str(run_dir / "track_features"))
+        tracks = track_features(read("tracks"), read("artists"), timeline)
+        has_stream = stream_records is not None and any(Path(stream_records).glob("*.parquet"))
+        if has_stream:
+            tracks = with_streamed_tracks(tracks, spark.read.parquet(str(stream_records)))
+        tracks.write.parquet(str(run_dir / "track_features"))
         artist_features(read("artists"), timeline).write.parquet(str(run_dir / "artist_features"))
 
         tables = {n: spark.read.parquet(str(run_dir / n)) for n in FEATURE_TABLES}
         reports = [checker.check(df, name, FEATURE_TABLE_IDS[name]) for name, df in tables.items()]
         if any(not r.success for r in reports):
             raise ContractViolation(reports)
-        manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": recent,
+        streamed = tables["track_features"].join(read("tracks").select("track_uri"), "track_uri",
+                                                 "left_anti").count() if has_stream else 0
+        manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": recent, "streamed_tracks": streamed,
                     "counts": {n: df.count() for n, df in tables.items()},
                     "contracts": [r.to_dict() for r in reports]}
         (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -138,13 +159,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=settings.paths.features_dir)
     p.add_argument("--recent", type=int, default=settings.features.recent_tracks,
                    help="tracks kept in the recent-sequence features")
+    p.add_argument("--stream-records", type=Path, default=Path(settings.paths.stream_dir) / "track_features",
+                   help="the stream's record of announced tracks, unioned in")
     p.add_argument("--master", default=None)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_spark_job("build_features", parse_args(argv), lambda spark, _, args: build_features(
-        spark, args.warehouse, args.output, args.recent), ("counts",))
+        spark, args.warehouse, args.output, args.recent, args.stream_records), ("counts",))
 
 if __name__ == "__main__":
     sys.exit(main())

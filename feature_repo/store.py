@@ -24,9 +24,11 @@ def profile_environment(settings: SegueSettings, profile: str) -> dict[str, str]
 
 
 def open_store(settings: SegueSettings, profile: str | None = None,
-               repo_path: Path = REPO_PATH) -> FeatureStore:
-    """The store of a profile; `repo_path` may name another copy of this folder (tests do)."""
+               repo_path: Path | None = None) -> FeatureStore:
+    """The store of a profile; `repo_path` (or `features.repo_path`) may name another copy of this
+    folder (tests and benchmarks do)."""
     profile = profile or settings.features.profile
+    repo_path = Path(repo_path or settings.features.repo_path or REPO_PATH)
     if profile not in PROFILE_FILES:
         raise ValueError(f"unknown feature profile {profile!r}; choose one of {sorted(PROFILE_FILES)}")
     # Feast expands ${VAR} in its YAML from the environment and imports definitions.py, which
@@ -37,9 +39,10 @@ def open_store(settings: SegueSettings, profile: str | None = None,
 
 
 def apply_definitions(settings: SegueSettings, profile: str | None = None,
-                      repo_path: Path = REPO_PATH) -> str:
+                      repo_path: Path | None = None) -> str:
     """`feast apply` for a profile, run as users run it (the CLI, in the repo folder); returns its output."""
     profile = profile or settings.features.profile
+    repo_path = Path(repo_path or settings.features.repo_path or REPO_PATH)
     (repo_path / "data").mkdir(exist_ok=True)
     env = {**os.environ, **profile_environment(settings, profile)}
     feast = Path(sys.executable).parent / "feast"

@@ -365,6 +365,91 @@ def kafka_stop(settings: SegueSettings, data_dir: Path | None) -> None:
         raise click.ClickException(str(e)) from None
 
 
+@cli.group()
+def stream() -> None:
+    """New tracks: publish events to Kafka, index them with the consumer daemon or the Beam pipeline."""
+
+
+@stream.command("publish")
+@click.option("--file", "path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="JSON lines: whole events, or bare track objects (sent as new events).")
+@click.option("--generated", type=click.IntRange(min=1), default=None,
+              help="This many of the generator's future tracks (released after its slices; `generate.*`).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Events per second (default: as fast as possible).")
+@click.pass_obj
+def stream_publish(settings: SegueSettings, path: Path | None, generated: int | None, rate: float | None) -> None:
+    """Send track events to `stream.topic`, keyed by track URI; every line is validated first."""
+    from kafka.errors import KafkaError
+
+    from segue.streaming.events import new_event
+    from segue.streaming.kafka_clients import ensure_topics, event_producer
+    from segue.streaming.publish import EventFileError, publish_events, read_event_file
+
+    if (path is None) == (generated is None):
+        raise click.UsageError("give exactly one of --file or --generated")
+    try:
+        if path is not None:
+            events = read_event_file(path)
+        else:
+            from segue.batch.synth.new_tracks import future_tracks
+
+            g = settings.generate
+            events = [new_event(t) for t in future_tracks(g.seed, g.tastes, g.playlists, g.start, g.end, generated)]
+        ensure_topics(settings)
+        producer = event_producer(settings)
+        report = publish_events(producer, settings.stream.topic, events, rate)
+        producer.close()
+    except EventFileError as e:
+        raise click.ClickException(str(e)) from None
+    except KafkaError as e:
+        raise click.ClickException(f"Kafka at {settings.kafka.bootstrap_servers}: {e}; is the broker up "
+                                   "(`segue kafka start`) and `kafka.*` right?") from None
+    click.echo(json.dumps({"topic": settings.stream.topic, "sent": report.sent,
+                           "events_per_s": round(report.sent / max(report.seconds, 1e-9))}))
+
+
+@stream.command("run")
+@click.option("--until-idle", type=click.FloatRange(min=0), default=None,
+              help="Exit after this many seconds without events (default: run until SIGTERM/SIGINT).")
+@click.pass_obj
+def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
+    """The consumer daemon: validate, push to Feast, embed, upsert into Milvus, then commit."""
+    import signal
+    import threading
+
+    from segue.streaming.consumer_daemon import open_daemon
+    from segue.streaming.daemon_metrics import serve_health
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon = open_daemon(settings, stop)
+    server = None
+    if settings.stream.health_port is not None:
+        server = serve_health(daemon.metrics, daemon.health, settings.stream.health_port)
+        click.echo(f"health: http://127.0.0.1:{server.server_port}/healthz  metrics: /metrics", err=True)
+    report = daemon.run(until_idle)
+    if server:
+        server.shutdown()
+    click.echo(json.dumps({"batches": report.batches, "events": report.events, "indexed": report.sink.indexed,
+                           "superseded": report.sink.superseded, "dead_letters": report.dead_letters,
+                           "interrupted": report.interrupted}))
+
+
+@stream.command("beam")
+@click.option("--max-records", type=click.IntRange(min=1), default=None,
+              help="Stop after this many messages (demos, tests); default: run until cancelled.")
+@click.pass_obj
+def stream_beam(settings: SegueSettings, max_records: int | None) -> None:
+    """The same steps as a streaming Beam pipeline (`stream.beam_runner`, `stream.beam_options`)."""
+    from segue.streaming.beam_pipeline import ReadTrackMessages, run_stream_pipeline, stream_pipeline_options
+    from segue.streaming.kafka_clients import ensure_topics
+
+    ensure_topics(settings)
+    run_stream_pipeline(settings, stream_pipeline_options(settings),
+                        ReadTrackMessages(settings, max_num_records=max_records))
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,

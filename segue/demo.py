@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from segue.settings import PathSettings, SegueSettings
+from segue.settings import GenerateSettings, PathSettings, SegueSettings
 
 
 @dataclass
@@ -92,7 +92,8 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
         def run_features() -> dict[str, Any]:
             spark = build_spark("segue-demo-features", settings.spark)
             manifest = build_features(spark, warehouse, Path(settings.paths.features_dir),
-                                      settings.features.recent_tracks)
+                                      settings.features.recent_tracks,
+                                      Path(settings.paths.stream_dir) / "track_features")
             return manifest["counts"]
 
         demo.run("Spark feature tables", run_features)
@@ -129,7 +130,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
                         f"{settings.training.batch_size}. Use more playlists or lower training.batch_size "
                         "(SEGUE_TRAINING__BATCH_SIZE).", fg="yellow")
         else:
-            report = _train_and_evaluate(demo, settings)
+            report = _train_and_evaluate(demo, settings, gen if mpd is None else None)
     except Exception as e:  # the summary below still says how far it got
         if not isinstance(e, (MpdFormatError, ContractViolation, FeatureSourceError, FileNotFoundError,
                               TrainingCollapsed)):
@@ -162,7 +163,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
     return 0
 
 
-def _train_and_evaluate(demo: Demo, settings: SegueSettings) -> dict[str, Any]:
+def _train_and_evaluate(demo: Demo, settings: SegueSettings, gen: GenerateSettings | None) -> dict[str, Any]:
     from segue.features.store import open_store
     from segue.training.evaluate import evaluate
     from segue.training.train import train
@@ -185,6 +186,8 @@ def _train_and_evaluate(demo: Demo, settings: SegueSettings) -> dict[str, Any]:
 
     demo.run("evaluate vs baselines (held-out)", run_evaluate)
     _build_index(demo, settings, trained["path"])
+    if gen is not None:  # new tracks come from the generator's future; a user's slices have none
+        _stream_new_tracks(demo, settings, gen)
     return trained["report"]
 
 
@@ -222,6 +225,70 @@ def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
     click.secho(f"\nNearest tracks to {label(sample)} ({sample})", bold=True)
     for rank, h in enumerate(hits, 1):
         click.echo(f"  {rank}. {h.score:.3f}  {label(h.track_uri)}")
+
+
+def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSettings, count: int = 200) -> None:
+    import threading
+
+    import numpy as np
+
+    from segue.batch.synth.new_tracks import future_tracks
+    from segue.features.online import lookup
+    from segue.features.store import open_store
+    from segue.indexing.milvus_connection import index_profile, open_client
+    from segue.indexing.track_index import TrackIndex
+    from segue.streaming.consumer_daemon import open_daemon
+    from segue.streaming.events import new_event
+    from segue.streaming.kafka_broker import KafkaBroker, free_port
+    from segue.streaming.kafka_clients import event_producer
+    from segue.streaming.publish import publish_events
+
+    broker = KafkaBroker(Path(settings.paths.data_dir) / "kafka", port=free_port())
+    tracks = future_tracks(gen.seed, gen.tastes, gen.playlists, gen.start, gen.end, count)
+
+    def run_stream() -> dict[str, Any]:
+        broker.start()
+        s = settings.model_copy(update={
+            "kafka": settings.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers}),
+            "stream": settings.stream.model_copy(update={"health_port": None})})
+        stop = threading.Event()
+        daemon = open_daemon(s, stop)
+        runner = threading.Thread(target=daemon.run, name="stream-daemon")
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not daemon.consumer.assignment() and time.monotonic() < deadline:
+            time.sleep(0.1)  # publish once the daemon holds its partitions, so freshness is the stream's own
+        producer = event_producer(s)
+        sent = publish_events(producer, s.stream.topic, [new_event(t) for t in tracks], rate_per_s=100)
+        producer.close()
+        handled = ("indexed", "superseded", "dead_letter")
+        while sum(daemon.metrics.total(o) for o in handled) < sent.sent and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+        stop.set()
+        runner.join()
+        rows = open_client(s).query(s.index.alias, filter=f"track_uri in {[t['track_uri'] for t in tracks]!r}",
+                                    output_fields=["event_time_us", "indexed_at_us"], consistency_level="Strong")
+        fresh = np.array([r["indexed_at_us"] - r["event_time_us"] for r in rows]) / 1e6
+        return {"published": sent.sent, "indexed": daemon.metrics.total("indexed"),
+                "dead letters": daemon.metrics.total("dead_letter"),
+                "freshness p50 s": f"{np.percentile(fresh, 50):.2f}" if len(fresh) else "-",
+                "freshness p95 s": f"{np.percentile(fresh, 95):.2f}" if len(fresh) else "-"}
+
+    try:
+        demo.run("stream new tracks (Kafka -> daemon -> Feast + Milvus)", run_stream)
+    finally:
+        broker.stop()
+    client = open_client(settings)
+    index = TrackIndex(client, settings.index.alias, index_profile(settings))
+    new = tracks[0]
+    hits = index.nearest_tracks(new["track_uri"], 4)
+    names = {r.key: r.features for r in lookup(open_store(settings), "track_candidate_v1", "track_uri",
+                                                 [h.track_uri for h in hits])}
+    click.secho(f"\nJust streamed: {new['track_name']} - {new['artist_name']} ({new['release_year']}); "
+                "searchable now, its nearest tracks:", bold=True)
+    for rank, h in enumerate(hits, 1):
+        f = names.get(h.track_uri) or {}
+        click.echo(f"  {rank}. {h.score:.3f}  {f.get('track_name') or h.track_uri} - {f.get('artist_name') or '?'}")
 
 
 def _fact(value: Any) -> str:

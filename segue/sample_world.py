@@ -35,3 +35,25 @@ def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int
     materialize(store, spark, full=True)
     build_examples(spark, settings, store, paths.examples_dir)
     return store
+
+
+def private_feature_repo(settings: SegueSettings, root: Path, spark) -> SegueSettings:
+    """Settings whose feature tables and Feast repo are fresh copies under `root`, applied and
+    materialized: a place to push into without touching the original (tests, benchmarks).
+
+    The original repo's data/ folder is never copied: its registry names the original SQLite file,
+    and `feast apply` in a copy drops the original's tables as moved.
+    """
+    from segue.features.materialize import materialize
+    from segue.features.store import REPO_PATH, apply_definitions, open_store
+
+    root = Path(root)
+    shutil.copytree(Path(settings.paths.features_dir).resolve(), root / "features")
+    shutil.copytree(REPO_PATH, root / "feature_repo", ignore=shutil.ignore_patterns("data", "__pycache__"))
+    paths = settings.paths.model_copy(update={"features_dir": root / "features", "stream_dir": root / "stream",
+                                              "index_dir": root / "index"})
+    features = settings.features.model_copy(update={"repo_path": root / "feature_repo", "profile": "local"})
+    copy = settings.model_copy(update={"paths": paths, "features": features})
+    apply_definitions(copy)
+    materialize(open_store(copy), spark, full=True)
+    return copy

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +44,10 @@ class PathSettings(BaseModel):
         None, description="Index builds (catalogue snapshots, embeddings) and the embedded Milvus "
                           "database; default <data_dir>/index"
     )
+    stream_dir: Path | None = Field(
+        None, description="The stream's offline record of pushed tracks (Parquet), which batch feature "
+                          "runs union in; default <data_dir>/stream"
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> "PathSettings":
@@ -54,6 +58,7 @@ class PathSettings(BaseModel):
         self.examples_dir = self.examples_dir or self.data_dir / "examples"
         self.models_dir = self.models_dir or self.data_dir / "models"
         self.index_dir = self.index_dir or self.data_dir / "index"
+        self.stream_dir = self.stream_dir or self.data_dir / "stream"
         return self
 
 
@@ -95,6 +100,7 @@ class FeatureSettings(BaseModel):
     redis_connection_string: str = "localhost:6379"
     recent_tracks: int = Field(10, ge=1, le=100,
                                description="Tracks in a playlist's recent-sequence features")
+    repo_path: Path | None = Field(None, description="The Feast repo folder; default: the installed feature_repo/")
 
 
 class ExampleSettings(BaseModel):
@@ -173,6 +179,35 @@ class IndexSettings(BaseModel):
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --flink_master=host:8081")
 
 
+class KafkaSettings(BaseModel):
+    """The Kafka cluster: the local broker by default, any cluster by configuration."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = Field("PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    sasl_mechanism: str | None = Field(None, pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER)$")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(None, description="Never logged; set it by environment variable")
+    ssl_cafile: Path | None = None
+
+
+class StreamSettings(BaseModel):
+    """`segue stream`: the new-track topic, its dead letters and the consumer daemon."""
+
+    topic: str = "segue.tracks.new"
+    dlq_topic: str = "segue.tracks.dlq"
+    partitions: int = Field(4, ge=1, description="Partitions of the topics `segue stream` creates; "
+                                                 "the most consumers of one group that can share the work")
+    group_id: str = "segue-track-indexer"
+    max_batch: int = Field(500, ge=1, le=50_000, description="Events per micro-batch")
+    poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
+    retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a failed write")
+    retry_max_s: float = Field(15.0, gt=0, description="Longest back-off")
+    health_port: int | None = Field(9108, ge=0, le=65535,
+                                    description="/healthz and /metrics; 0 picks a free port, null turns it off")
+    beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")
+    beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
+
+
 class LogSettings(BaseModel):
     format: str = Field("text", pattern="^(text|json)$")
     level: str = "INFO"
@@ -192,6 +227,8 @@ class SegueSettings(BaseSettings):
     examples: ExampleSettings = Field(default_factory=ExampleSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

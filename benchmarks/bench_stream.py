@@ -1,0 +1,198 @@
+"""Stream benchmark: sustained events/s of the consumer daemon, and freshness from publish to
+being returned by a query through the serving alias.
+
+    python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
+        [--profiles embedded,cpu_hnsw] [--out docs/benchmarks/stream.json]
+
+Uses `make demo`'s model and feature tables, in a private Feast repo (so the demo's store is left
+alone), a real Kafka broker and, per profile, Milvus Lite or the PyPI `milvus` standalone server.
+New tracks are catalogue rows under fresh URIs.
+
+1. Throughput: `--events` events are published first, then one daemon drains them; events/s is
+   events / (first poll to last commit), everything included (validate, Feast push, Parquet record,
+   candidate tower, Milvus upsert, commit).
+2. Freshness: with the daemon running, events are published at `--rate` per second for `--seconds`;
+   a checker polls the alias (Strong consistency) for the pending tracks every 20 ms. Freshness is
+   the time from each event's publish to the first query that returns its track.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+
+from segue.batch.spark_session import build_spark
+from segue.features.store import open_store
+from segue.indexing.milvus_connection import open_client
+from segue.indexing.rebuild import rebuild_index
+from segue.logs import configure_logging
+from segue.sample_world import private_feature_repo
+from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings
+from segue.streaming.consumer_daemon import open_daemon
+from segue.streaming.events import FEATURE_NAMES, new_event
+from segue.streaming.kafka_broker import KafkaBroker, free_port
+from segue.streaming.kafka_clients import ensure_topics, event_producer
+from segue.streaming.publish import publish_events
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "track_uri"
+
+
+def new_tracks(features_dir: Path, n: int, tag: str) -> list[dict]:
+    columns = [KEY, *[f for f in FEATURE_NAMES if f != "first_added_s"]]
+    base = pq.read_table(features_dir / "track_features").select(columns).slice(0, 2000).to_pylist()
+    return [{**base[i % len(base)], KEY: "spotify:track:" + hashlib.sha256(f"{tag}-{i}".encode()).hexdigest()[:22]}
+            for i in range(n)]
+
+
+def throughput(settings, tracks: list[dict]) -> dict:
+    s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
+        "topic": "bench.throughput", "group_id": "bench-throughput"})})
+    ensure_topics(s)
+    producer = event_producer(s)
+    publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
+    producer.close()
+    daemon = open_daemon(s, threading.Event())
+    first_poll, last_commit = [], []
+    poll, commit = daemon.consumer.poll, daemon.consumer.commit
+
+    def timed_poll(*a, **k):
+        got = poll(*a, **k)
+        if got and not first_poll:
+            first_poll.append(time.perf_counter())
+        return got
+
+    def timed_commit(*a, **k):
+        commit(*a, **k)
+        last_commit[:] = [time.perf_counter()]
+
+    daemon.consumer.poll, daemon.consumer.commit = timed_poll, timed_commit
+    report = daemon.run(until_idle_s=3.0)
+    seconds = last_commit[0] - first_poll[0]
+    return {"events": report.events, "indexed": report.sink.indexed, "batches": report.batches,
+            "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds)}
+
+
+def freshness(settings, tracks: list[dict], rate: float) -> dict:
+    s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
+        "topic": "bench.freshness", "group_id": "bench-freshness"})})
+    ensure_topics(s)
+    stop = threading.Event()
+    daemon = open_daemon(s, stop)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    while not daemon.consumer.assignment():
+        time.sleep(0.05)
+    published: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def check():
+        client = open_client(s)
+        while not (done.is_set() and len(seen) == len(published)):
+            pending = [u for u in list(published) if u not in seen][:1000]
+            if pending:
+                rows = client.query(s.index.alias, filter=f"{KEY} in {json.dumps(pending)}", output_fields=[KEY],
+                                    consistency_level="Strong")
+                now = time.time()
+                for r in rows:
+                    seen.setdefault(r[KEY], now)
+            time.sleep(0.02)
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    producer = event_producer(s)
+    start = time.monotonic()
+    for i, track in enumerate(tracks):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        event = new_event(track)
+        published[track[KEY]] = datetime.fromisoformat(event["event_time"]).timestamp()
+        producer.send(s.stream.topic, key=track[KEY].encode(), value=json.dumps(event).encode())
+    producer.flush()
+    done.set()
+    checker.join(120)
+    stop.set()
+    runner.join(60)
+    lag = np.array([seen[u] - published[u] for u in published if u in seen])
+    return {"events": len(published), "rate_per_s": rate, "returned": len(lag),
+            "p50_s": round(float(np.percentile(lag, 50)), 3), "p95_s": round(float(np.percentile(lag, 95)), 3),
+            "max_s": round(float(lag.max()), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=REPO / "demo-data", help="`make demo`'s folder")
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--rate", type=float, default=200)
+    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--profiles", default="embedded,cpu_hnsw")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
+    args = p.parse_args(argv)
+    configure_logging("text", "WARNING")
+    model = args.data / "models" / "latest"
+    if not (model / "manifest.json").is_file():
+        raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
+    base = load_settings(paths={"data_dir": args.data.resolve()})
+    result = {"benchmark": "stream", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+              "max_batch": StreamSettings().max_batch, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp:
+        tmp = Path(tmp)
+        spark = build_spark("bench-stream", SparkSettings(master="local[2]", shuffle_partitions=2))
+        settings = private_feature_repo(base, tmp / "world", spark)
+        spark.stop()
+        broker = KafkaBroker(tmp / "kafka", port=free_port()).start()
+        server = None
+        try:
+            for name in args.profiles.split(","):
+                uri = None
+                if name != "embedded":
+                    from milvus import MilvusServer, MilvusServerConfig
+
+                    server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / "milvus-server")))
+                    server.start()
+                    uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+                s = settings.model_copy(update={
+                    "index": IndexSettings(profile=name, uri=uri, alias=f"bench_{name}"),
+                    "paths": settings.paths.model_copy(update={"index_dir": tmp / f"index-{name}"}),
+                    "kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+                    "stream": StreamSettings(health_port=None)})
+                rebuild_index(s, open_store(s), model)
+                features_dir = Path(s.paths.features_dir)
+                run = {"profile": name,
+                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t")),
+                       "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
+                                              args.rate)}
+                result["runs"].append(run)
+                print(json.dumps(run), flush=True)
+                if server is not None:
+                    server.stop()
+                    server = None
+        finally:
+            broker.stop()
+            if server is not None:
+                server.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n| profile | events | events/s | freshness p50 s | p95 s | max s |")
+    print("|---|---|---|---|---|---|")
+    for r in result["runs"]:
+        t, f = r["throughput"], r["freshness"]
+        print(f"| {r['profile']} | {t['events']:,} | {t['events_per_s']:,} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""`segue stream beam`: the daemon's steps as a streaming Beam pipeline, for scale-out on Flink or Dataflow.
+
+    ReadFromKafka | ParseTrackEvents | WriteTracks          (valid events -> TrackSink)
+                                     | WriteDeadLetters     (the rest -> segue.tracks.dlq)
+
+The steps are the daemon's own (`parse_event`, `DeadLetter`, `TrackSink`), so the two paths cannot
+drift apart. Offsets are committed by KafkaIO when the runner finalizes a checkpoint: at-least-once,
+made exactly-once in the index by the sink's idempotent writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from segue.settings import SegueSettings
+from segue.streaming.events import DeadLetter, EventError, parse_event
+
+_LOGGER = logging.getLogger(__name__)
+DEAD = "dead"
+
+
+class KafkaMessage(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _settings_json(settings: SegueSettings) -> str:
+    """The settings that workers rebuild, the Kafka password included (it is never logged)."""
+    doc = settings.model_dump(mode="json")
+    if settings.kafka.sasl_password:
+        doc["kafka"]["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
+    return json.dumps(doc)
+
+
+class _Parse(beam.DoFn):
+    def process(self, message: KafkaMessage) -> Iterable[Any]:
+        try:
+            yield parse_event(message.value)
+        except EventError as e:
+            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(str(e), message.topic, message.partition,
+                                                            message.offset, message.key, message.value))
+
+
+class ParseTrackEvents(beam.PTransform):
+    """KafkaMessages -> TrackEvents (main output) and DeadLetters (tagged `dead`)."""
+
+    def expand(self, messages):
+        return messages | beam.ParDo(_Parse()).with_outputs(DEAD, main="events")
+
+
+class _WriteBatch(beam.DoFn):
+    def __init__(self, settings_json: str):
+        self._settings_json = settings_json
+
+    def setup(self):
+        from segue.streaming.track_sink import open_track_sink
+
+        self._sink = open_track_sink(SegueSettings.model_validate_json(self._settings_json))
+
+    def process(self, events: Sequence[Any]) -> Iterable[dict]:
+        report = self._sink.write(events)  # raises on failure: the runner retries the bundle
+        yield {"indexed": report.indexed, "superseded": report.superseded}
+
+
+class WriteTracks(beam.PTransform):
+    """TrackEvents -> Feast push, offline record, Milvus upsert, in batches; emits per-batch counts."""
+
+    def __init__(self, settings: SegueSettings):
+        super().__init__()
+        self._settings_json = _settings_json(settings)
+        self._max_batch = settings.stream.max_batch
+
+    def expand(self, events):
+        return (events
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
+                | "Write" >> beam.ParDo(_WriteBatch(self._settings_json)))
+
+
+class _SendDeadLetter(beam.DoFn):
+    def __init__(self, settings_json: str):
+        self._settings_json = settings_json
+
+    def setup(self):
+        from segue.streaming.kafka_clients import event_producer
+
+        self._settings = SegueSettings.model_validate_json(self._settings_json)
+        self._producer = event_producer(self._settings)
+
+    def process(self, dead: DeadLetter) -> Iterable[DeadLetter]:
+        self._producer.send(self._settings.stream.dlq_topic, key=dead.key, value=dead.to_json()).get(timeout=30)
+        yield dead
+
+    def teardown(self):
+        self._producer.close(timeout=10)
+
+
+class WriteDeadLetters(beam.PTransform):
+    """DeadLetters -> the dead-letter topic (acknowledged by the broker before the bundle ends)."""
+
+    def __init__(self, settings: SegueSettings):
+        super().__init__()
+        self._settings_json = _settings_json(settings)
+
+    def expand(self, dead):
+        return dead | beam.ParDo(_SendDeadLetter(self._settings_json))
+
+
+class IndexTrackEvents(beam.PTransform):
+    """KafkaMessages -> the index and the dead-letter topic; returns (batch counts, dead letters)."""
+
+    def __init__(self, settings: SegueSettings):
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, messages):
+        parsed = messages | "Parse" >> ParseTrackEvents()
+        written = parsed.events | "WriteTracks" >> WriteTracks(self._settings)
+        dead = parsed[DEAD] | "WriteDeadLetters" >> WriteDeadLetters(self._settings)
+        return written, dead
+
+
+def _as_message(row) -> KafkaMessage:
+    return KafkaMessage(row.topic, int(row.partition), int(row.offset), row.key, row.value)
+
+
+class ReadTrackMessages(beam.PTransform):
+    """The event topic via Beam's cross-language KafkaIO (needs the Java expansion service)."""
+
+    def __init__(self, settings: SegueSettings, expansion_service=None, max_num_records: int | None = None):
+        super().__init__()
+        self._settings = settings
+        self._expansion_service = expansion_service
+        self._max_num_records = max_num_records
+
+    def expand(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        from segue.streaming.kafka_clients import connection_config
+
+        config = connection_config(self._settings.kafka)
+        consumer = {"bootstrap.servers": ",".join(config["bootstrap_servers"]),
+                    "security.protocol": config["security_protocol"],
+                    "group.id": self._settings.stream.group_id + "-beam", "auto.offset.reset": "earliest"}
+        if "sasl_mechanism" in config:
+            consumer["sasl.mechanism"] = config["sasl_mechanism"]
+            consumer["sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{config["sasl_plain_username"]}" password="{config["sasl_plain_password"]}";')
+        return (pbegin
+                | ReadFromKafka(consumer_config=consumer, topics=[self._settings.stream.topic], with_metadata=True,
+                                commit_offset_in_finalize=True, max_num_records=self._max_num_records,
+                                expansion_service=self._expansion_service)
+                | "AsMessages" >> beam.Map(_as_message))
+
+
+def stream_pipeline_options(settings: SegueSettings, extra: Sequence[str] = ()) -> PipelineOptions:
+    options = PipelineOptions([f"--runner={settings.stream.beam_runner}", *settings.stream.beam_options, *extra])
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def run_stream_pipeline(settings: SegueSettings, options: PipelineOptions, source: beam.PTransform | None = None,
+                        wait: bool = True):
+    """Runs ReadTrackMessages (or `source`) | IndexTrackEvents on the configured runner."""
+    pipeline = beam.Pipeline(options=options)
+    messages = pipeline | "Read" >> (source or ReadTrackMessages(settings))
+    _ = messages | "Index" >> IndexTrackEvents(settings)
+    result = pipeline.run()
+    if wait:
+        result.wait_until_finish()
+    return result

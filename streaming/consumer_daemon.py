@@ -1,0 +1,194 @@
+"""`segue stream run`: the consumer daemon that indexes new tracks within seconds.
+
+Each micro-batch: poll (bounded) -> validate (bad events to the dead-letter topic, counted) ->
+TrackSink (Feast push, offline record, Milvus upsert) -> commit the offsets. Offsets move only after
+every write of the batch succeeded, so a crash replays the batch (at-least-once), and the writes
+are idempotent by track URI, newest event winning: each track ends up in the index exactly once.
+
+Scale-out is Kafka's: start more daemons with the same `stream.group_id`, up to one per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from segue.settings import SegueSettings, StreamSettings
+from segue.streaming.daemon_metrics import DaemonHealth, StreamMetrics
+from segue.streaming.events import DeadLetter, EventError, TrackEvent, parse_event
+from segue.streaming.track_sink import SinkReport, TrackSink
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """Stop was requested while a batch was still failing: leave it uncommitted for a replay."""
+
+
+@dataclass
+class ParsedBatch:
+    events: list[TrackEvent] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+def parse_records(records: Sequence[ConsumerRecord]) -> ParsedBatch:
+    batch = ParsedBatch()
+    for r in records:
+        try:
+            batch.events.append(parse_event(r.value))
+        except EventError as e:
+            batch.dead.append(DeadLetter(str(e), r.topic, r.partition, r.offset, r.key, r.value))
+        tp = TopicPartition(r.topic, r.partition)
+        batch.next_offsets[tp] = max(batch.next_offsets.get(tp, 0), r.offset + 1)
+    return batch
+
+
+@dataclass
+class RunReport:
+    batches: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    sink: SinkReport = field(default_factory=SinkReport)
+    interrupted: bool = False
+
+
+class TrackStreamDaemon:
+    """The poll -> validate -> write -> commit loop; `stop` (SIGTERM) ends it after the batch in hand."""
+
+    def __init__(self, stream: StreamSettings, consumer: KafkaConsumer, producer: KafkaProducer,
+                 sink: TrackSink, metrics: StreamMetrics, health: DaemonHealth, stop: threading.Event):
+        self.stream = stream
+        self.consumer = consumer
+        self.producer = producer
+        self.sink = sink
+        self.metrics = metrics
+        self.health = health
+        self.stop = stop
+
+    def run(self, until_idle_s: float | None = None) -> RunReport:
+        """Runs until `stop` is set, or until no event came for `until_idle_s` (demo, benchmarks)."""
+        report = RunReport()
+        idle_since = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                self.health.beat()
+                polled = self.consumer.poll(timeout_ms=self.stream.poll_timeout_ms,
+                                            max_records=self.stream.max_batch)
+                records = [r for part in polled.values() for r in part]
+                self._measure_lag()
+                if not records:
+                    if until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
+                        break
+                    continue
+                if not self._process(records, report):
+                    report.interrupted = True
+                    break
+                idle_since = time.monotonic()
+        finally:
+            self._close()
+        _LOGGER.info("stream daemon stopped", extra={"batches": report.batches, "events": report.events,
+                                                     "indexed": report.sink.indexed,
+                                                     "dead_letters": report.dead_letters})
+        return report
+
+    def _process(self, records: Sequence[ConsumerRecord], report: RunReport) -> bool:
+        started = time.monotonic()
+        batch = parse_records(records)
+        try:
+            written = self._retrying("write", lambda: self._write(batch))
+            self._retrying("commit", lambda: self._commit(batch.next_offsets))
+        except Interrupted:
+            return False
+        now = time.time()
+        for e in batch.events:
+            self.metrics.freshness.observe(max(0.0, now - e.event_time.timestamp()))
+        self.metrics.events.labels("indexed").inc(written.indexed)
+        self.metrics.events.labels("superseded").inc(written.superseded)
+        self.metrics.events.labels("dead_letter").inc(len(batch.dead))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.committed(len(records), now)
+        report.batches += 1
+        report.events += len(records)
+        report.dead_letters += len(batch.dead)
+        report.sink.add(written)
+        if batch.dead:
+            _LOGGER.warning("events rejected to the dead-letter topic",
+                            extra={"topic": self.stream.dlq_topic, "count": len(batch.dead),
+                                   "first": {"partition": batch.dead[0].partition, "offset": batch.dead[0].offset,
+                                             "reason": batch.dead[0].reason[:300]}})
+        return True
+
+    def _write(self, batch: ParsedBatch) -> SinkReport:
+        # Dead letters first: once the offsets move, the broker's copy of a bad event is the only one.
+        sends = [self.producer.send(self.stream.dlq_topic, key=d.key, value=d.to_json()) for d in batch.dead]
+        for sent in sends:
+            sent.get(timeout=30)
+        return self.sink.write(batch.events)
+
+    def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+        except CommitFailedError as e:
+            # The group rebalanced while the batch was written: its new owner replays it, and the
+            # writes are idempotent, so nothing is lost or doubled.
+            _LOGGER.warning("offsets not committed after a rebalance; the batch will be replayed",
+                            extra={"error": str(e)[:300]})
+
+    def _retrying(self, stage: str, attempt: Callable[[], Any]) -> Any:
+        delay = self.stream.retry_initial_s
+        while True:
+            try:
+                result = attempt()
+                if self.health.failing_since:
+                    _LOGGER.info("recovered", extra={"stage": stage})
+                self.health.recovered()
+                return result
+            except Exception as e:  # noqa: BLE001 (any dependency failure: retry, never skip the batch)
+                self.metrics.failures.labels(stage).inc()
+                self.health.failing(f"{stage}: {type(e).__name__}: {e}")
+                _LOGGER.warning("write failed; retrying", extra={"stage": stage, "retry_in_s": delay,
+                                                                 "error": f"{type(e).__name__}: {str(e)[:300]}"})
+                if self.stop.wait(delay):
+                    raise Interrupted() from e
+                self.health.beat()
+                delay = min(delay * 2, self.stream.retry_max_s)
+
+    def _measure_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=100)
+            except Exception:  # noqa: BLE001 (broker away: the next poll measures again)
+                continue
+            if position is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
+
+    def _close(self) -> None:
+        for close in (lambda: self.producer.flush(timeout=10), lambda: self.producer.close(timeout=10),
+                      lambda: self.consumer.close(autocommit=False)):
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 (shutting down: report, keep closing the rest)
+                _LOGGER.warning("closing a Kafka client failed", extra={"error": str(e)[:300]})
+
+
+def open_daemon(settings: SegueSettings, stop: threading.Event) -> TrackStreamDaemon:
+    """A daemon on the configured cluster, feature store and index (topics created if missing)."""
+    from segue.streaming.kafka_clients import ensure_topics, event_consumer, event_producer
+    from segue.streaming.track_sink import open_track_sink
+
+    ensure_topics(settings)
+    return TrackStreamDaemon(settings.stream, event_consumer(settings), event_producer(settings),
+                             open_track_sink(settings), StreamMetrics(), DaemonHealth(), stop)

@@ -1,0 +1,143 @@
+"""The events on `segue.tracks.new` (schema version 1) and the dead letters on `segue.tracks.dlq`.
+
+One JSON object per message, keyed by the track URI (so one track's events stay in order on one
+partition):
+
+    {"schema_version": 1,
+     "event_id": "0b6c3c1e-...",                      unique per event; any string up to 128 characters
+     "event_time": "2026-11-22T09:30:00.123456Z",     when the track was released or changed (RFC 3339, with zone)
+     "track": {"track_uri": "spotify:track:...", "track_name": "...", "artist_uri": "spotify:artist:...",
+               "artist_name": "...", "album_uri": "spotify:album:...", "album_name": "...",
+               "duration_ms": 215000, ...}}
+
+`track` carries the `track_features` view's fields by the same names; those below `duration_ms` in
+`TrackFeatures` may be null or absent (unknown). A later event for the same track replaces it
+whole: the newest `event_time` wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+_URI = r"^spotify:{}:[0-9A-Za-z]{{22}}$"
+_Unit = Field(None, ge=0, le=1)
+
+
+class TrackFeatures(BaseModel):
+    """A track as the candidate tower and the index need it; names match the Feast view."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    track_uri: str = Field(pattern=_URI.format("track"))
+    track_name: str = Field(min_length=1, max_length=500)
+    artist_uri: str = Field(pattern=_URI.format("artist"))
+    artist_name: str = Field(min_length=1, max_length=500)
+    album_uri: str = Field(pattern=_URI.format("album"))
+    album_name: str = Field(min_length=1, max_length=500)
+    duration_ms: int = Field(gt=0, le=24 * 3600 * 1000)
+    popularity: int | None = Field(None, ge=0, le=100)
+    explicit: bool | None = None
+    release_year: int | None = Field(None, ge=1000, le=2999)
+    first_added_s: int | None = Field(None, ge=0, description="Default: the track's first event time")
+    danceability: float | None = _Unit
+    energy: float | None = _Unit
+    speechiness: float | None = _Unit
+    acousticness: float | None = _Unit
+    instrumentalness: float | None = _Unit
+    liveness: float | None = _Unit
+    valence: float | None = _Unit
+    loudness: float | None = Field(None, ge=-100, le=10)
+    tempo: float | None = Field(None, ge=0, le=400)
+    key: int | None = Field(None, ge=-1, le=11)
+    mode: int | None = Field(None, ge=0, le=1)
+    time_signature: int | None = Field(None, ge=0, le=7)
+    artist_genres: list[str] | None = Field(None, max_length=64)
+    artist_popularity: int | None = Field(None, ge=0, le=100)
+    artist_followers: int | None = Field(None, ge=0)
+
+
+class TrackEvent(BaseModel):
+    """A new or changed track."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    event_id: str = Field(min_length=1, max_length=128)
+    event_time: AwareDatetime
+    track: TrackFeatures
+
+    @property
+    def event_time_us(self) -> int:
+        return int(self.event_time.timestamp() * 1_000_000)
+
+
+FEATURE_NAMES = [n for n in TrackFeatures.model_fields if n != "track_uri"]
+
+
+class EventError(ValueError):
+    """Why a message is not a valid event; the text goes into the dead letter."""
+
+
+def new_event(track: dict[str, Any], event_time: datetime | None = None, event_id: str | None = None) -> dict:
+    """A schema-1 event for a track dict (what `segue stream publish` sends)."""
+    when = event_time or datetime.now(timezone.utc)
+    return {"schema_version": SCHEMA_VERSION, "event_id": event_id or str(uuid.uuid4()),
+            "event_time": when.isoformat().replace("+00:00", "Z"), "track": track}
+
+
+def parse_event(value: bytes | None) -> TrackEvent:
+    """The event in a message value, or EventError naming what is wrong and where."""
+    if value is None:
+        raise EventError("empty message (a tombstone): events are never deleted this way; "
+                         "publish a JSON event instead")
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EventError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise EventError(f"not a JSON object but {type(doc).__name__}")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise EventError(f"schema_version {version!r} is not supported: this consumer reads version "
+                         f"{SCHEMA_VERSION}; upgrade the consumer or publish version {SCHEMA_VERSION}")
+    try:
+        return TrackEvent.model_validate(doc)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise EventError(f"invalid event {str(doc.get('event_id', '?'))[:128]!r}: {problems}") from None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be indexed, with where it came from and why."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    payload: bytes | None
+
+    def to_json(self) -> bytes:
+        def text(raw: bytes | None) -> tuple[str | None, str]:
+            if raw is None:
+                return None, "none"
+            try:
+                return raw.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                return base64.b64encode(raw).decode("ascii"), "base64"
+
+        payload, encoding = text(self.payload)
+        key, _ = text(self.key)
+        return json.dumps({"reason": self.reason, "topic": self.topic, "partition": self.partition,
+                           "offset": self.offset, "key": key, "payload": payload,
+                           "payload_encoding": encoding,
+                           "rejected_at": datetime.now(timezone.utc).isoformat()}).encode()

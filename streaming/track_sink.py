@@ -1,0 +1,145 @@
+"""The one write path of streamed tracks, shared by the consumer daemon and the Beam pipeline:
+Feast online push -> offline record -> candidate tower -> Milvus upsert (every target collection).
+
+Each step is idempotent, so a batch that fails half-way is simply written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore
+from feast.data_source import PushMode
+
+from segue.features.online import OnlineFeatureReader
+from segue.indexing.upsert import TrackUpserter
+from segue.streaming.events import FEATURE_NAMES, TrackEvent
+
+_LOGGER = logging.getLogger(__name__)
+PUSH_SOURCE = "track_push_source"
+SERVICE = "track_candidate_v1"
+KEY = "track_uri"
+TABLE = "track_features"
+# Offline copies in the Feast source folder start with this; batch feature runs replace that folder.
+STREAM_FILE_PREFIX = "stream-"
+
+
+@dataclass
+class SinkReport:
+    indexed: int = 0  # tracks written to Feast and Milvus
+    superseded: int = 0  # events older than what the feature store holds (late or replayed out of order)
+    targets: dict[str, int] = field(default_factory=dict)  # Milvus collection -> rows written
+
+    def add(self, other: SinkReport) -> None:
+        self.indexed += other.indexed
+        self.superseded += other.superseded
+        for name, n in other.targets.items():
+            self.targets[name] = self.targets.get(name, 0) + n
+
+
+def newest_per_track(events: Sequence[TrackEvent]) -> list[TrackEvent]:
+    """The latest event of each track; a tie goes to the later message."""
+    latest: dict[str, TrackEvent] = {}
+    for e in events:
+        kept = latest.get(e.track.track_uri)
+        if kept is None or e.event_time >= kept.event_time:
+            latest[e.track.track_uri] = e
+    return list(latest.values())
+
+
+class OfflineRecord:
+    """Appends streamed tracks as Parquet files, in the Feast source's own schema, to:
+
+    - `<stream_dir>/track_features/`: the durable record; `build_features` unions it in, so batch
+      runs and training keep the tracks after the batch tables are rebuilt;
+    - `<features_dir>/track_features/`: where Feast's offline store reads now (rebuilds, backfills).
+
+    (Feast's push to its offline store cannot write the `Array(String)` genres column to a file
+    source, which is why the record is written here.)
+    """
+
+    def __init__(self, features_dir: Path, stream_dir: Path):
+        self.folders = [Path(stream_dir) / TABLE, Path(features_dir) / TABLE]
+        self._schema: pa.Schema | None = None
+
+    def schema(self, frame: pd.DataFrame) -> pa.Schema:
+        # DuckDB binds Parquet columns by position: new files must repeat the batch files' layout.
+        if self._schema is None:
+            existing = sorted(self.folders[1].glob("*.parquet"))
+            if existing:
+                self._schema = pq.read_schema(existing[0]).remove_metadata()
+            else:
+                self._schema = pa.Schema.from_pandas(frame, preserve_index=False).remove_metadata()
+        return self._schema
+
+    def append(self, frame: pd.DataFrame) -> None:
+        schema = self.schema(frame)
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        name = f"{STREAM_FILE_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        for folder in self.folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = folder / f".{name}.tmp"  # readers skip dot files; the rename is atomic
+            pq.write_table(table, staging)
+            staging.rename(folder / name)
+
+
+class TrackSink:
+    """Writes valid track events where training and serving will find them."""
+
+    def __init__(self, store: FeatureStore, upserter: TrackUpserter, record: OfflineRecord):
+        self.store = store
+        self.upserter = upserter
+        self.record = record
+        self._reader = OnlineFeatureReader(store, SERVICE, KEY)
+
+    def write(self, events: Sequence[TrackEvent]) -> SinkReport:
+        latest = newest_per_track(events)
+        if not latest:
+            return SinkReport()
+        uris = [e.track.track_uri for e in latest]
+        stored = {row.key: row for row in self._reader.read(uris)}
+        fresh = [e for e in latest if e.event_time.timestamp() >= stored[e.track.track_uri].event_time_s]
+        report = SinkReport(superseded=len(events) - len(fresh))
+        if not fresh:
+            return report
+        frame = self._frame(fresh, stored)
+        self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+        self.record.append(frame)
+        columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
+        written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
+        report.indexed = len(fresh)
+        report.targets = {name: w.written for name, w in written.items()}
+        return report
+
+    @staticmethod
+    def _frame(events: Sequence[TrackEvent], stored: dict) -> pd.DataFrame:
+        rows = []
+        for e in events:
+            row = e.track.model_dump()
+            if row["first_added_s"] is None:  # an update keeps the track's age; a new track starts now
+                known = stored[e.track.track_uri]
+                row["first_added_s"] = int(known.features.get("first_added_s") or 0) if known.found else 0
+                row["first_added_s"] = row["first_added_s"] or int(e.event_time.timestamp())
+            row["event_timestamp"] = pd.Timestamp(e.event_time).tz_convert("UTC")
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")
+        return frame
+
+
+def open_track_sink(settings) -> TrackSink:
+    """The sink of the configured feature store and index (`features.*`, `index.*`, `paths.*`)."""
+    from segue.features.store import open_store
+    from segue.indexing.milvus_connection import open_client
+
+    upserter = TrackUpserter(open_client(settings), settings.index.alias, Path(settings.paths.models_dir))
+    return TrackSink(open_store(settings), upserter,
+                     OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))

@@ -1,0 +1,61 @@
+"""Track events: what is accepted, and what each rejection says (no services needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from segue.streaming.events import DeadLetter, EventError, new_event, parse_event
+from segue.streaming.publish import EventFileError, read_event_file
+
+TRACK = {"track_uri": "spotify:track:" + "a" * 22, "track_name": "Song", "artist_uri": "spotify:artist:" + "b" * 22,
+         "artist_name": "Artist", "album_uri": "spotify:album:" + "c" * 22, "album_name": "Album",
+         "duration_ms": 200_000, "popularity": 40, "artist_genres": ["pop"]}
+
+
+def raw(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def test_a_valid_event_parses_with_unknown_fields_left_null():
+    event = parse_event(raw(new_event(TRACK)))
+    assert event.track.track_uri == TRACK["track_uri"] and event.track.tempo is None
+    assert event.event_time.tzinfo is not None and event.event_time_us > 1_700_000_000_000_000
+
+
+@pytest.mark.parametrize("mutate, says", [
+    (lambda e: e.pop("event_time"), "event_time: Field required"),
+    (lambda e: e.update(event_time="2026-11-22T10:00:00"), "event_time: Input should have timezone info"),
+    (lambda e: e["track"].update(popularity=-1), "track.popularity: Input should be greater than or equal to 0"),
+    (lambda e: e["track"].update(track_uri="spotify:album:" + "a" * 22), "track.track_uri: String should match"),
+    (lambda e: e["track"].update(colour="blue"), "track.colour: Extra inputs are not permitted"),
+    (lambda e: e.update(schema_version="1"), "schema_version '1' is not supported"),
+])
+def test_each_rejection_names_the_field_and_the_rule(mutate, says):
+    event = new_event(dict(TRACK), event_id="e-1")
+    mutate(event)
+    with pytest.raises(EventError) as caught:
+        parse_event(raw(event))
+    assert says in str(caught.value)
+
+
+def test_non_events_are_rejected_with_a_reason():
+    for value, says in ((None, "tombstone"), (b"\xff\xfe", "not JSON"), (b"42", "not a JSON object")):
+        with pytest.raises(EventError, match=says):
+            parse_event(value)
+
+
+def test_a_dead_letter_keeps_the_payload_even_when_it_is_not_text():
+    letter = json.loads(DeadLetter("not JSON", "t", 3, 17, b"k", b"\xff\x00").to_json())
+    assert (letter["partition"], letter["offset"], letter["payload_encoding"]) == (3, 17, "base64")
+    assert letter["payload"] == "/wA=" and letter["reason"] == "not JSON"
+
+
+def test_an_event_file_with_a_bad_line_sends_nothing_and_says_which_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(TRACK) + "\n" + json.dumps({**TRACK, "duration_ms": 0}) + "\n")
+    with pytest.raises(EventFileError, match=r"events.jsonl:2: .*track.duration_ms"):
+        read_event_file(path)
+    path.write_text(json.dumps(TRACK) + "\n\n" + json.dumps(new_event(TRACK)) + "\n")
+    assert [e["schema_version"] for e in read_event_file(path)] == [1, 1]
