@@ -62,3 +62,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     # Milvus Lite's in-process gRPC server logs a traceback for each call it does not implement
     # (AllocTimestamp, which pymilvus's iterators try first and then do without).
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+    # While a broker is away kafka-python logs each reconnect attempt as an ERROR, several a second;
+    # the stream daemon reports the outage itself (its retry warnings and /healthz).
+    for chatter in ("kafka.net", "kafka.cluster", "kafka.coordinator"):
+        logging.getLogger(chatter).setLevel(logging.CRITICAL)

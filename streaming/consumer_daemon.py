@@ -87,7 +87,11 @@ class TrackStreamDaemon:
                 records = [r for part in polled.values() for r in part]
                 self._measure_lag()
                 if not records:
-                    if until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
+                    if not self.consumer.assignment():
+                        # Joining the group (after a crash, until the dead member's session expires)
+                        # is not idleness: the partitions may still hold a backlog.
+                        idle_since = time.monotonic()
+                    elif until_idle_s is not None and time.monotonic() - idle_since > until_idle_s:
                         break
                     continue
                 if not self._process(records, report):

@@ -226,7 +226,7 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     config = tmp_path / "segue.yaml"
     config.write_text(yaml.safe_dump(s.model_dump(mode="json")))
     env = {**os.environ, "SEGUE_CONFIG": str(config)}
-    command = [sys.executable, "-m", "segue.cli", "stream", "run"]
+    command = [str(Path(sys.executable).parent / "segue"), "stream", "run"]  # as users start it
 
     daemon = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     uris = [t[KEY] for t in tracks]
@@ -354,3 +354,23 @@ def wait_for(condition, timeout_s: float, observe=None) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"not reached within {timeout_s} s" + (f"; last seen: {observe()}" if observe else ""))
+
+
+def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, tmp_path):
+    from segue.batch.build_features import build_features
+
+    settings, _, _ = streamed
+    s = for_test(settings, "batchrun")
+    ensure_topics(s)
+    tracks = new_tracks(s, 50, "batchrun")
+    send(s, [good(new_event(t)) for t in tracks])
+    run_daemon(s)
+    source, _ = world
+    manifest = build_features(spark, source.paths.warehouse_dir, tmp_path / "features", source.features.recent_tracks,
+                              Path(s.paths.stream_dir) / "track_features")
+    table = pq.read_table(tmp_path / "features" / "track_features").to_pylist()
+    by_uri = {r[KEY]: r for r in table}
+    assert len(by_uri) == len(table), "one row per track, batch or streamed"
+    assert all(by_uri[t[KEY]]["track_name"] == t["track_name"] for t in tracks)
+    assert all(by_uri[t[KEY]]["first_added_s"] > 1_700_000_000 for t in tracks)  # first seen by the stream
+    assert manifest["streamed_tracks"] >= len(tracks)
