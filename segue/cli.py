@@ -394,7 +394,7 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
             from segue.batch.synth.new_tracks import future_tracks
 
             g = settings.generate
-            events = [new_event(t) for t in future_tracks(g.seed, g.tastes, g.playlists, g.start, g.end, generated)]
+            events = (new_event(t) for t in future_tracks(g.seed, g.tastes, g.playlists, g.start, g.end, generated))
         ensure_topics(settings)
         producer = event_producer(settings)
         report = publish_events(producer, settings.stream.topic, events, rate)
@@ -437,17 +437,38 @@ def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
 
 
 @stream.command("beam")
-@click.option("--max-records", type=click.IntRange(min=1), default=None,
-              help="Stop after this many messages (demos, tests); default: run until cancelled.")
+@click.option("--local-flink", is_flag=True,
+              help="Start a local Flink job server (Java; its jars are fetched once by Maven) and run there.")
 @click.pass_obj
-def stream_beam(settings: SegueSettings, max_records: int | None) -> None:
-    """The same steps as a streaming Beam pipeline (`stream.beam_runner`, `stream.beam_options`)."""
+def stream_beam(settings: SegueSettings, local_flink: bool) -> None:
+    """The daemon's steps as a streaming Beam pipeline, until SIGTERM/SIGINT.
+
+    Without --local-flink it runs on `stream.beam_runner` with `stream.beam_options`."""
+    import signal
+    import threading
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineState
+
     from segue.streaming.beam_pipeline import ReadTrackMessages, run_stream_pipeline, stream_pipeline_options
+    from segue.streaming.flink_job_server import FlinkJobServer
     from segue.streaming.kafka_clients import ensure_topics
 
     ensure_topics(settings)
-    run_stream_pipeline(settings, stream_pipeline_options(settings),
-                        ReadTrackMessages(settings, max_num_records=max_records))
+    if not local_flink:
+        run_stream_pipeline(settings, stream_pipeline_options(settings), ReadTrackMessages(settings))
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with FlinkJobServer(Path(settings.paths.data_dir) / "flink") as server:
+        options = PipelineOptions(server.pipeline_options() + ["--streaming"])
+        result = run_stream_pipeline(settings, options, ReadTrackMessages(settings, server.expansion_service),
+                                     wait=False)
+        click.echo(f"running on the local Flink job server (log: {server.log_file}); Ctrl-C stops it", err=True)
+        while not stop.wait(1) and not PipelineState.is_terminal(result.state):
+            pass
+    click.echo(json.dumps({"state": str(result.state)}))
 
 
 @cli.command()

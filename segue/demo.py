@@ -259,7 +259,7 @@ def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSetting
         while not daemon.consumer.assignment() and time.monotonic() < deadline:
             time.sleep(0.1)  # publish once the daemon holds its partitions, so freshness is the stream's own
         producer = event_producer(s)
-        sent = publish_events(producer, s.stream.topic, [new_event(t) for t in tracks], rate_per_s=100)
+        sent = publish_events(producer, s.stream.topic, (new_event(t) for t in tracks), rate_per_s=100)
         producer.close()
         handled = ("indexed", "superseded", "dead_letter")
         while sum(daemon.metrics.total(o) for o in handled) < sent.sent and time.monotonic() < deadline + 60:

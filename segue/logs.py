@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -36,11 +37,17 @@ class TextFormatter(logging.Formatter):
 
 
 class _KnownFalseWarnings(logging.Filter):
-    """Beam 2.77's RunInference warns on every batch that it cannot read memory use: its optional
-    ModelManager import fails and takes the `resource` module down with it. Nothing is wrong."""
+    """- Beam 2.77's RunInference warns on every batch that it cannot read memory use: its optional
+      ModelManager import fails and takes the `resource` module down with it. Nothing is wrong.
+    - Beam calls the Flink runner's options "unparseable" while it forwards them to Java as meant."""
+
+    _FORWARDED = ("--default_environment_type", "--checkpointing_interval", "--finish_bundle_before_checkpointing")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Resource module is not available")
+        message = record.getMessage()
+        if message.startswith("Unparseable argument: "):
+            return not message.removeprefix("Unparseable argument: ").startswith(self._FORWARDED)
+        return not message.startswith("Resource module is not available")
 
 
 def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
@@ -66,3 +73,5 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     # the stream daemon reports the outage itself (its retry warnings and /healthz).
     for chatter in ("kafka.net", "kafka.cluster", "kafka.coordinator"):
         logging.getLogger(chatter).setLevel(logging.CRITICAL)
+    # kafka-python 3.0 calls deprecated importlib.resources functions on each protocol import.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"(open|read)_text is deprecated")

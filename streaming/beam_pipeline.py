@@ -4,8 +4,11 @@
                                      | WriteDeadLetters     (the rest -> segue.tracks.dlq)
 
 The steps are the daemon's own (`parse_event`, `DeadLetter`, `TrackSink`), so the two paths cannot
-drift apart. Offsets are committed by KafkaIO when the runner finalizes a checkpoint: at-least-once,
-made exactly-once in the index by the sink's idempotent writes.
+drift apart. Read positions live in the runner's checkpoints (KafkaIO's restriction state), so a
+restored job replays from its last checkpoint: at-least-once, made exactly-once in the index by the
+sink's idempotent writes. KafkaIO does not also commit them to the consumer group: in Beam 2.62's
+Flink runner that step fails with "State backend must be locked" next to
+--finish_bundle_before_checkpointing, which the local runner needs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, default_io_expansion_service
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
 from segue.settings import SegueSettings
 from segue.streaming.events import DeadLetter, EventError, parse_event
@@ -132,33 +138,48 @@ def _as_message(row) -> KafkaMessage:
     return KafkaMessage(row.topic, int(row.partition), int(row.offset), row.key, row.value)
 
 
-class ReadTrackMessages(beam.PTransform):
-    """The event topic via Beam's cross-language KafkaIO (needs the Java expansion service)."""
+# The KafkaIO read configuration that Beam Java 2.62 (the local job server, streaming/flink/pom.xml)
+# accepts: the Python SDK 2.77 adds three fields it has no setters for.
+_KAFKA_READ_FIELDS = [(name, kind) for name, kind in ReadFromKafkaSchema.__annotations__.items()
+                      if name not in ("dynamic_read_poll_interval_seconds", "consumer_factory_fn_class",
+                                      "consumer_factory_fn_params")]
+KafkaReadConfig = NamedTuple("KafkaReadConfig", _KAFKA_READ_FIELDS)
 
-    def __init__(self, settings: SegueSettings, expansion_service=None, max_num_records: int | None = None):
+
+class ReadTrackMessages(beam.PTransform):
+    """The event topic via Beam's cross-language KafkaIO, with each record's partition and offset."""
+
+    def __init__(self, settings: SegueSettings, expansion_service: str | None = None):
         super().__init__()
         self._settings = settings
         self._expansion_service = expansion_service
-        self._max_num_records = max_num_records
 
-    def expand(self, pbegin):
-        from apache_beam.io.kafka import ReadFromKafka
-
+    def consumer_config(self) -> dict[str, str]:
         from segue.streaming.kafka_clients import connection_config
 
         config = connection_config(self._settings.kafka)
         consumer = {"bootstrap.servers": ",".join(config["bootstrap_servers"]),
                     "security.protocol": config["security_protocol"],
-                    "group.id": self._settings.stream.group_id + "-beam", "auto.offset.reset": "earliest"}
+                    "group.id": self._settings.stream.group_id + "-beam", "auto.offset.reset": "earliest",
+                    "enable.auto.commit": "false"}
         if "sasl_mechanism" in config:
             consumer["sasl.mechanism"] = config["sasl_mechanism"]
             consumer["sasl.jaas.config"] = (
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 f'username="{config["sasl_plain_username"]}" password="{config["sasl_plain_password"]}";')
+        return consumer
+
+    def expand(self, pbegin):
+        bytes_in = ReadFromKafka.byte_array_deserializer
+        config = KafkaReadConfig(
+            consumer_config=self.consumer_config(), topics=[self._settings.stream.topic],
+            key_deserializer=bytes_in, value_deserializer=bytes_in, start_read_time=None, max_num_records=None,
+            max_read_time=None, commit_offset_in_finalize=False, timestamp_policy=ReadFromKafka.processing_time_policy,
+            consumer_polling_timeout=1, redistribute=False, redistribute_num_keys=np.int32(0),
+            allow_duplicates=False)
         return (pbegin
-                | ReadFromKafka(consumer_config=consumer, topics=[self._settings.stream.topic], with_metadata=True,
-                                commit_offset_in_finalize=True, max_num_records=self._max_num_records,
-                                expansion_service=self._expansion_service)
+                | ExternalTransform(ReadFromKafka.URN_WITH_METADATA, NamedTupleBasedPayloadBuilder(config),
+                                    self._expansion_service or default_io_expansion_service())
                 | "AsMessages" >> beam.Map(_as_message))
 
 

@@ -194,5 +194,7 @@ def open_daemon(settings: SegueSettings, stop: threading.Event) -> TrackStreamDa
     from segue.streaming.track_sink import open_track_sink
 
     ensure_topics(settings)
+    sink = open_track_sink(settings)
+    sink.warm_up()
     return TrackStreamDaemon(settings.stream, event_consumer(settings), event_producer(settings),
-                             open_track_sink(settings), StreamMetrics(), DaemonHealth(), stop)
+                             sink, StreamMetrics(), DaemonHealth(), stop)

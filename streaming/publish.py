@@ -55,12 +55,17 @@ def event_key(event: dict) -> bytes | None:
 
 def publish_events(producer: KafkaProducer, topic: str, events: Iterable[dict | bytes],
                    rate_per_s: float | None = None) -> PublishReport:
-    """Sends events (dicts, or raw bytes as they are); returns once the broker stored them all."""
+    """Sends events (dicts, or raw bytes as they are); returns once the broker stored them all.
+    With `rate_per_s`, pass a generator that makes each event when asked, so its time is its send."""
     started = time.monotonic()
     sent = []
-    for i, event in enumerate(events):
-        if rate_per_s:
-            time.sleep(max(0.0, started + i / rate_per_s - time.monotonic()))
+    pending = iter(events)
+    while True:
+        if rate_per_s:  # wait first, then take the event: a lazily made event is stamped at its send
+            time.sleep(max(0.0, started + len(sent) / rate_per_s - time.monotonic()))
+        event = next(pending, None)
+        if event is None:
+            break
         if isinstance(event, bytes):
             sent.append(producer.send(topic, value=event))
         else:

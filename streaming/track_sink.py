@@ -20,7 +20,7 @@ from feast import FeatureStore
 from feast.data_source import PushMode
 
 from segue.features.online import OnlineFeatureReader
-from segue.indexing.upsert import TrackUpserter
+from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.streaming.events import FEATURE_NAMES, TrackEvent
 
 _LOGGER = logging.getLogger(__name__)
@@ -99,6 +99,14 @@ class TrackSink:
         self.upserter = upserter
         self.record = record
         self._reader = OnlineFeatureReader(store, SERVICE, KEY)
+
+    def warm_up(self) -> None:
+        """Loads the towers of every target now, so the first events do not wait for them."""
+        try:
+            for target in self.upserter.targets():
+                self.upserter.tower(target.model_version)
+        except NoIndex as e:  # writes retry until an index exists
+            _LOGGER.warning("no index to write to yet", extra={"error": str(e)})
 
     def write(self, events: Sequence[TrackEvent]) -> SinkReport:
         latest = newest_per_track(events)

@@ -374,3 +374,28 @@ def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, 
     assert all(by_uri[t[KEY]]["track_name"] == t["track_name"] for t in tracks)
     assert all(by_uri[t[KEY]]["first_added_s"] > 1_700_000_000 for t in tracks)  # first seen by the stream
     assert manifest["streamed_tracks"] >= len(tracks)
+
+
+def test_beam_pipeline_streams_from_the_real_broker_on_a_local_flink(streamed, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from segue.streaming.beam_pipeline import ReadTrackMessages, run_stream_pipeline
+    from segue.streaming.flink_job_server import FlinkJobServer
+
+    settings, _, _ = streamed
+    s = for_test(settings, "flink")
+    ensure_topics(s)
+    tracks = new_tracks(s, 200, "flink")
+    uris = [t[KEY] for t in tracks]
+    send(s, [good(new_event(t)) for t in tracks[:100]])
+    with FlinkJobServer(tmp_path / "flink") as server:
+        options = PipelineOptions(server.pipeline_options() + ["--streaming"])
+        run_stream_pipeline(s, options, ReadTrackMessages(s, server.expansion_service), wait=False)
+        wait_for(lambda: len(index_rows(s, uris[:100], (KEY,))) == 100, 240,
+                 lambda: len(index_rows(s, uris[:100], (KEY,))))
+        # Events published while the pipeline runs, bad ones among them.
+        send(s, [good(new_event(t)) for t in tracks[100:]] + [(b"bad", malformed(tracks[0], 3))])
+        wait_for(lambda: len(index_rows(s, uris, (KEY,))) == 200, 120, lambda: len(index_rows(s, uris, (KEY,))))
+        dead = read_topic(s, s.stream.dlq_topic, 1)
+    assert_exactly_once(s, uris)
+    assert len(dead) == 1 and "track.popularity" in dead[0]["reason"]
