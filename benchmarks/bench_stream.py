@@ -2,11 +2,12 @@
 being returned by a query through the serving alias.
 
     python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
-        [--profiles embedded,cpu_hnsw] [--out docs/benchmarks/stream.json]
+        [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--out docs/benchmarks/stream.json]
 
-Uses `make demo`'s model and feature tables, in a private Feast repo (so the demo's store is left
-alone), a real Kafka broker and, per profile, Milvus Lite or the PyPI `milvus` standalone server.
-New tracks are catalogue rows under fresh URIs.
+Uses `make demo`'s model and feature tables in a private Feast repo (the demo's store is left
+alone) and a real Kafka broker. Each run names a feature profile (local: SQLite; redis: a real
+redis-server on a free port) and an index profile (embedded: Milvus Lite; cpu_hnsw: the PyPI
+`milvus` standalone server). New tracks are catalogue rows under fresh URIs.
 
 1. Throughput: `--events` events are published first, then one daemon drains them; events/s is
    events / (first poll to last commit), everything included (validate, Feast push, Parquet record,
@@ -25,6 +26,7 @@ import platform
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,6 +47,8 @@ from segue.streaming.kafka_broker import KafkaBroker, free_port
 from segue.streaming.kafka_clients import ensure_topics, event_producer
 from segue.streaming.publish import publish_events
 
+from bench_features import start_redis  # benchmarks/ is on sys.path when a benchmark runs
+
 REPO = Path(__file__).resolve().parents[1]
 KEY = "track_uri"
 
@@ -56,9 +60,9 @@ def new_tracks(features_dir: Path, n: int, tag: str) -> list[dict]:
             for i in range(n)]
 
 
-def throughput(settings, tracks: list[dict]) -> dict:
+def throughput(settings, tracks: list[dict], name: str) -> dict:
     s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
-        "topic": "bench.throughput", "group_id": "bench-throughput"})})
+        "topic": f"bench.throughput.{name}", "group_id": f"bench-throughput-{name}"})})
     ensure_topics(s)
     producer = event_producer(s)
     publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
@@ -80,13 +84,15 @@ def throughput(settings, tracks: list[dict]) -> dict:
     daemon.consumer.poll, daemon.consumer.commit = timed_poll, timed_commit
     report = daemon.run(until_idle_s=3.0)
     seconds = last_commit[0] - first_poll[0]
+    stages = {stage: round(daemon.metrics.stage_seconds.labels(stage)._sum.get(), 2)
+              for stage in ("read_stored", "feast_push", "offline_record", "embed_and_upsert")}
     return {"events": report.events, "indexed": report.sink.indexed, "batches": report.batches,
-            "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds)}
+            "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds), "stage_seconds": stages}
 
 
-def freshness(settings, tracks: list[dict], rate: float) -> dict:
+def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
     s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
-        "topic": "bench.freshness", "group_id": "bench-freshness"})})
+        "topic": f"bench.freshness.{name}", "group_id": f"bench-freshness-{name}"})})
     ensure_topics(s)
     stop = threading.Event()
     daemon = open_daemon(s, stop)
@@ -136,61 +142,64 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--rate", type=float, default=200)
     p.add_argument("--seconds", type=float, default=15)
-    p.add_argument("--profiles", default="embedded,cpu_hnsw")
+    p.add_argument("--runs", default="local:embedded,redis:embedded,redis:cpu_hnsw",
+                   help="feature profile:index profile pairs")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
     model = args.data / "models" / "latest"
     if not (model / "manifest.json").is_file():
         raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
-    base = load_settings(paths={"data_dir": args.data.resolve()})
+    runs = [tuple(r.split(":")) for r in args.runs.split(",")]
     result = {"benchmark": "stream", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
                          f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
               "max_batch": StreamSettings().max_batch, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp, ExitStack() as services:
         tmp = Path(tmp)
+        redis, redis_url = start_redis(tmp)
+        services.callback(redis.terminate)
+        base = load_settings(paths={"data_dir": args.data.resolve()}, features={"redis_connection_string": redis_url})
         spark = build_spark("bench-stream", SparkSettings(master="local[2]", shuffle_partitions=2))
-        settings = private_feature_repo(base, tmp / "world", spark)
+        worlds = {profile: private_feature_repo(base, tmp / f"world-{profile}", spark, profile)
+                  for profile in {feature for feature, _ in runs}}
         spark.stop()
         broker = KafkaBroker(tmp / "kafka", port=free_port()).start()
-        server = None
-        try:
-            for name in args.profiles.split(","):
+        services.callback(broker.stop)
+        for feature_profile, index_profile in runs:
+            with ExitStack() as milvus:
                 uri = None
-                if name != "embedded":
+                if index_profile != "embedded":
                     from milvus import MilvusServer, MilvusServerConfig
 
-                    server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / "milvus-server")))
+                    server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / f"milvus-{feature_profile}")))
                     server.start()
+                    milvus.callback(server.stop)
                     uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+                name = f"{feature_profile}_{index_profile}"
+                settings = worlds[feature_profile]
                 s = settings.model_copy(update={
-                    "index": IndexSettings(profile=name, uri=uri, alias=f"bench_{name}"),
+                    "index": IndexSettings(profile=index_profile, uri=uri, alias=f"bench_{name}"),
                     "paths": settings.paths.model_copy(update={"index_dir": tmp / f"index-{name}"}),
                     "kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
                     "stream": StreamSettings(health_port=None)})
                 rebuild_index(s, open_store(s), model)
                 features_dir = Path(s.paths.features_dir)
-                run = {"profile": name,
-                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t")),
+                run = {"features": feature_profile, "index": index_profile,
+                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name),
                        "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
-                                              args.rate)}
+                                              args.rate, name)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
-                if server is not None:
-                    server.stop()
-                    server = None
-        finally:
-            broker.stop()
-            if server is not None:
-                server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| profile | events | events/s | freshness p50 s | p95 s | max s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| features | index | events | events/s | push s | embed+upsert s | freshness p50 s | p95 s | max s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
         t, f = r["throughput"], r["freshness"]
-        print(f"| {r['profile']} | {t['events']:,} | {t['events_per_s']:,} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
+        print(f"| {r['features']} | {r['index']} | {t['events']:,} | {t['events_per_s']:,} | "
+              f"{t['stage_seconds']['feast_push']} | {t['stage_seconds']['embed_and_upsert']} | {f['p50_s']} | "
+              f"{f['p95_s']} | {f['max_s']} |")
     return 0
 
 

@@ -29,9 +29,10 @@ class OnlineFeatureReader:
     without a time counts as absent too.
     """
 
-    def __init__(self, store: FeatureStore, service: str, key_name: str):
+    def __init__(self, store: FeatureStore, service: str, key_name: str, only: list[str] | None = None):
+        """`only`: feature references ("view:feature") to read instead of the whole service."""
         self._store = store
-        self._service = store.get_feature_service(service)
+        self._service = only or store.get_feature_service(service)
         self._key_name = key_name
 
     def read(self, keys: list[Any]) -> list[OnlineRow]:

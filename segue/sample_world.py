@@ -37,7 +37,7 @@ def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int
     return store
 
 
-def private_feature_repo(settings: SegueSettings, root: Path, spark) -> SegueSettings:
+def private_feature_repo(settings: SegueSettings, root: Path, spark, profile: str = "local") -> SegueSettings:
     """Settings whose feature tables and Feast repo are fresh copies under `root`, applied and
     materialized: a place to push into without touching the original (tests, benchmarks).
 
@@ -52,7 +52,7 @@ def private_feature_repo(settings: SegueSettings, root: Path, spark) -> SegueSet
     shutil.copytree(REPO_PATH, root / "feature_repo", ignore=shutil.ignore_patterns("data", "__pycache__"))
     paths = settings.paths.model_copy(update={"features_dir": root / "features", "stream_dir": root / "stream",
                                               "index_dir": root / "index"})
-    features = settings.features.model_copy(update={"repo_path": root / "feature_repo", "profile": "local"})
+    features = settings.features.model_copy(update={"repo_path": root / "feature_repo", "profile": profile})
     copy = settings.model_copy(update={"paths": paths, "features": features})
     apply_definitions(copy)
     materialize(open_store(copy), spark, full=True)

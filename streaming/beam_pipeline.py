@@ -163,9 +163,15 @@ class ReadTrackMessages(beam.PTransform):
                     "group.id": self._settings.stream.group_id + "-beam", "auto.offset.reset": "earliest",
                     "enable.auto.commit": "false"}
         if "sasl_mechanism" in config:
-            consumer["sasl.mechanism"] = config["sasl_mechanism"]
+            mechanism = config["sasl_mechanism"]
+            module = {"PLAIN": "plain.PlainLoginModule", "SCRAM-SHA-256": "scram.ScramLoginModule",
+                      "SCRAM-SHA-512": "scram.ScramLoginModule"}.get(mechanism)
+            if module is None:
+                raise ValueError(f"kafka.sasl_mechanism {mechanism} is not wired into the Beam pipeline's "
+                                 "KafkaIO; use PLAIN or SCRAM-SHA-256/512, or the consumer daemon")
+            consumer["sasl.mechanism"] = mechanism
             consumer["sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f"org.apache.kafka.common.security.{module} required "
                 f'username="{config["sasl_plain_username"]}" password="{config["sasl_plain_password"]}";')
         return consumer
 

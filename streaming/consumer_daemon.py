@@ -120,6 +120,8 @@ class TrackStreamDaemon:
         self.metrics.events.labels("superseded").inc(written.superseded)
         self.metrics.events.labels("dead_letter").inc(len(batch.dead))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
+        for stage, seconds in written.stage_seconds.items():
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
         self.metrics.committed(len(records), now)
         report.batches += 1
         report.events += len(records)

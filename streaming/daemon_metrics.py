@@ -32,6 +32,9 @@ class StreamMetrics:
                                    buckets=FRESHNESS_BUCKETS, registry=r)
         self.batch_seconds = Histogram("segue_stream_batch_seconds", "Poll-to-commit time of a batch",
                                        registry=r)
+        self.stage_seconds = Histogram("segue_stream_stage_seconds", "Time of each write stage per batch: "
+                                       "read_stored, feast_push, offline_record, embed_and_upsert",
+                                       ["stage"], registry=r)
         self._window: list[tuple[float, int]] = []
 
     def committed(self, events: int, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -23,13 +24,14 @@ def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
     return config
 
 
-def ensure_topics(settings: SegueSettings) -> None:
-    """Creates the event and dead-letter topics if they do not exist (keyed by track URI)."""
+def ensure_topics(settings: SegueSettings, timeout_s: float = 30) -> None:
+    """Creates the event and dead-letter topics if they do not exist (keyed by track URI), and
+    returns once clients see their partitions."""
+    names = (settings.stream.topic, settings.stream.dlq_topic)
     admin = KafkaAdminClient(client_id="segue-admin", **connection_config(settings.kafka))
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(name, settings.stream.partitions, 1)
-                  for name in (settings.stream.topic, settings.stream.dlq_topic) if name not in existing]
+        wanted = [NewTopic(name, settings.stream.partitions, 1) for name in names if name not in existing]
         if wanted:
             try:
                 admin.create_topics(wanted)
@@ -37,6 +39,18 @@ def ensure_topics(settings: SegueSettings) -> None:
                 pass
     finally:
         admin.close()
+    # A consumer that joins its group before a new topic's partitions are visible must rejoin at
+    # once; kafka-python 3.0.12 was seen to lose its assignment in that rejoin and wait forever.
+    probe = KafkaConsumer(client_id="segue-admin", **connection_config(settings.kafka))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not all(probe.partitions_for_topic(name) for name in names):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {names} not visible after {timeout_s} s")
+            time.sleep(0.1)
+            probe.topics()  # forces a metadata refresh
+    finally:
+        probe.close()
 
 
 def event_producer(settings: SegueSettings, **overrides: Any) -> KafkaProducer:

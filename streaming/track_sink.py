@@ -7,6 +7,7 @@ Each step is idempotent, so a batch that fails half-way is simply written again.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,12 +38,24 @@ class SinkReport:
     indexed: int = 0  # tracks written to Feast and Milvus
     superseded: int = 0  # events older than what the feature store holds (late or replayed out of order)
     targets: dict[str, int] = field(default_factory=dict)  # Milvus collection -> rows written
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: SinkReport) -> None:
         self.indexed += other.indexed
         self.superseded += other.superseded
         for name, n in other.targets.items():
             self.targets[name] = self.targets.get(name, 0) + n
+
+
+class _StageClock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now
 
 
 def newest_per_track(events: Sequence[TrackEvent]) -> list[TrackEvent]:
@@ -98,7 +111,9 @@ class TrackSink:
         self.store = store
         self.upserter = upserter
         self.record = record
-        self._reader = OnlineFeatureReader(store, SERVICE, KEY)
+        # What the sink needs of a stored track: its event time (newest wins) and its age. One
+        # feature instead of the service's 27 makes the read about ten times cheaper.
+        self._reader = OnlineFeatureReader(store, SERVICE, KEY, only=[f"{TABLE}:first_added_s"])
 
     def warm_up(self) -> None:
         """Loads the towers of every target now, so the first events do not wait for them."""
@@ -112,19 +127,24 @@ class TrackSink:
         latest = newest_per_track(events)
         if not latest:
             return SinkReport()
+        clock = _StageClock()
         uris = [e.track.track_uri for e in latest]
         stored = {row.key: row for row in self._reader.read(uris)}
         fresh = [e for e in latest if e.event_time.timestamp() >= stored[e.track.track_uri].event_time_s]
         report = SinkReport(superseded=len(events) - len(fresh))
-        if not fresh:
-            return report
-        frame = self._frame(fresh, stored)
-        self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-        self.record.append(frame)
-        columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
-        written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
-        report.indexed = len(fresh)
-        report.targets = {name: w.written for name, w in written.items()}
+        clock.lap("read_stored")
+        if fresh:
+            frame = self._frame(fresh, stored)
+            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+            clock.lap("feast_push")
+            self.record.append(frame)
+            clock.lap("offline_record")
+            columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
+            written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
+            clock.lap("embed_and_upsert")
+            report.indexed = len(fresh)
+            report.targets = {name: w.written for name, w in written.items()}
+        report.stage_seconds = clock.laps
         return report
 
     @staticmethod

@@ -59,3 +59,19 @@ def test_an_event_file_with_a_bad_line_sends_nothing_and_says_which_line(tmp_pat
         read_event_file(path)
     path.write_text(json.dumps(TRACK) + "\n\n" + json.dumps(new_event(TRACK)) + "\n")
     assert [e["schema_version"] for e in read_event_file(path)] == [1, 1]
+
+
+def test_cluster_settings_reach_both_clients_and_the_password_stays_out_of_dumps():
+    from segue.settings import KafkaSettings, SegueSettings, StreamSettings
+    from segue.streaming.beam_pipeline import ReadTrackMessages
+    from segue.streaming.kafka_clients import connection_config
+
+    kafka = KafkaSettings(bootstrap_servers="a:9093,b:9093", security_protocol="SASL_SSL",
+                          sasl_mechanism="SCRAM-SHA-512", sasl_username="indexer", sasl_password="p4ss")
+    settings = SegueSettings(kafka=kafka, stream=StreamSettings(topic="t"))
+    config = connection_config(kafka)
+    assert config["bootstrap_servers"] == ["a:9093", "b:9093"] and config["sasl_plain_password"] == "p4ss"
+    assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+    java = ReadTrackMessages(settings).consumer_config()
+    assert java["bootstrap.servers"] == "a:9093,b:9093" and "ScramLoginModule" in java["sasl.jaas.config"]
+    assert "p4ss" not in settings.model_dump_json() and "p4ss" not in repr(settings)
