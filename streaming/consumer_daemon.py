@@ -116,12 +116,12 @@ class TrackStreamDaemon:
         now = time.time()
         for e in batch.events:
             self.metrics.freshness.observe(max(0.0, now - e.event_time.timestamp()))
-        self.metrics.events.labels("indexed").inc(written.indexed)
-        self.metrics.events.labels("superseded").inc(written.superseded)
-        self.metrics.events.labels("dead_letter").inc(len(batch.dead))
+        self.metrics.events.inc("indexed", written.indexed)
+        self.metrics.events.inc("superseded", written.superseded)
+        self.metrics.events.inc("dead_letter", len(batch.dead))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         for stage, seconds in written.stage_seconds.items():
-            self.metrics.stage_seconds.labels(stage).observe(seconds)
+            self.metrics.stage_seconds.observe(seconds, stage)
         self.metrics.committed(len(records), now)
         report.batches += 1
         report.events += len(records)
@@ -160,7 +160,7 @@ class TrackStreamDaemon:
                 self.health.recovered()
                 return result
             except Exception as e:  # noqa: BLE001 (any dependency failure: retry, never skip the batch)
-                self.metrics.failures.labels(stage).inc()
+                self.metrics.failures.inc(stage)
                 self.health.failing(f"{stage}: {type(e).__name__}: {e}")
                 _LOGGER.warning("write failed; retrying", extra={"stage": stage, "retry_in_s": delay,
                                                                  "error": f"{type(e).__name__}: {str(e)[:300]}"})
@@ -179,7 +179,7 @@ class TrackStreamDaemon:
             except Exception:  # noqa: BLE001 (broker away: the next poll measures again)
                 continue
             if position is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
+                self.metrics.lag.set(str(tp.partition), max(0, high - position))
 
     def _close(self) -> None:
         for close in (lambda: self.producer.flush(timeout=10), lambda: self.producer.close(timeout=10),

@@ -7,44 +7,115 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 3600)
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-class StreamMetrics:
-    """Counters a dashboard rates (events/s = rate(segue_stream_events_total[1m])), the lag, and
-    freshness: seconds from an event's time until its track was written where searches read."""
+class _Series:
+    """One number per label value (a counter or a gauge)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()  # one per daemon: tests run several in one process
-        r = self.registry
-        self.events = Counter("segue_stream_events", "Events by outcome: indexed, superseded (older "
-                              "than the stored track), dead_letter", ["outcome"], registry=r)
-        self.batches = Counter("segue_stream_batches", "Micro-batches committed", registry=r)
-        self.failures = Counter("segue_stream_write_failures", "Failed attempts, retried with back-off",
-                                ["stage"], registry=r)
-        self.lag = Gauge("segue_stream_consumer_lag", "Messages behind the partition ends", ["partition"],
-                         registry=r)
-        self.events_per_s = Gauge("segue_stream_events_per_second", "Events per second over the last "
-                                  "committed batches", registry=r)
-        self.freshness = Histogram("segue_stream_freshness_seconds", "Event time to searchable",
-                                   buckets=FRESHNESS_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("segue_stream_batch_seconds", "Poll-to-commit time of a batch",
-                                       registry=r)
-        self.stage_seconds = Histogram("segue_stream_stage_seconds", "Time of each write stage per batch: "
-                                       "read_stored, feast_push, offline_record, embed_and_upsert",
-                                       ["stage"], registry=r)
+        self.values: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, label: str = "", amount: float = 1) -> None:
+        with self._lock:
+            self.values[label] = self.values.get(label, 0) + amount
+
+    def set(self, label: str, value: float) -> None:
+        with self._lock:
+            self.values[label] = value
+
+    def value(self, label: str = "") -> float:
+        return self.values.get(label, 0)
+
+
+class _Histogram:
+    """Cumulative buckets, sum and count per label value."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.bounds = buckets
+        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, value: float, label: str = "") -> None:
+        with self._lock:
+            counts, total = self.series.setdefault(label, ([0] * (len(self.bounds) + 1), [0.0]))
+            counts[next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))] += 1
+            total[0] += value
+
+    def sum(self, label: str = "") -> float:
+        return self.series.get(label, ([], [0.0]))[1][0]
+
+    def family(self, name: str, doc: str, label_name: str | None = None) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=[label_name] if label_name else None)
+        for label, (counts, total) in sorted(self.series.items()):
+            running, buckets = 0, []
+            for bound, n in zip([*map(str, self.bounds), "+Inf"], counts):
+                running += n
+                buckets.append((bound, running))
+            family.add_metric([label] if label_name else [], buckets, total[0])
+        return family
+
+
+class StreamMetrics(Collector):
+    """Counters a dashboard rates (events/s = rate(segue_stream_events_total[1m])), the lag, and
+    freshness: seconds from an event's time until its track was written where searches read.
+
+    Kept as plain numbers behind a collector: importing Feast switches prometheus_client into its
+    multiprocess mode (it sets PROMETHEUS_MULTIPROC_DIR), where every metric object of one name in
+    one process shares its value, so two daemons in one process would count each other's events.
+    """
+
+    def __init__(self) -> None:
+        self.events = _Series()  # by outcome: indexed, superseded, dead_letter
+        self.batches = _Series()
+        self.failures = _Series()  # by stage: write, commit
+        self.lag = _Series()  # by partition
+        self.events_per_s = _Series()
+        self.freshness = _Histogram(FRESHNESS_BUCKETS)
+        self.batch_seconds = _Histogram(BATCH_BUCKETS)
+        self.stage_seconds = _Histogram(BATCH_BUCKETS)  # by stage
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
         self._window: list[tuple[float, int]] = []
 
     def committed(self, events: int, now: float) -> None:
         self.batches.inc()
         self._window = [(t, n) for t, n in self._window if now - t < 10] + [(now, events)]
         span = max(now - self._window[0][0], 1.0)
-        self.events_per_s.set(sum(n for _, n in self._window) / span)
+        self.events_per_s.set("", sum(n for _, n in self._window) / span)
 
     def total(self, outcome: str) -> int:
-        return int(self.events.labels(outcome)._value.get())
+        return int(self.events.value(outcome))
+
+    def collect(self):
+        events = CounterMetricFamily("segue_stream_events", "Events by outcome: indexed, superseded (older than "
+                                     "the stored track), dead_letter", labels=["outcome"])
+        for outcome, n in sorted(self.events.values.items()):
+            events.add_metric([outcome], n)
+        yield events
+        yield CounterMetricFamily("segue_stream_batches", "Micro-batches committed", value=self.batches.value())
+        failures = CounterMetricFamily("segue_stream_write_failures", "Failed attempts, retried with back-off",
+                                       labels=["stage"])
+        for stage, n in sorted(self.failures.values.items()):
+            failures.add_metric([stage], n)
+        yield failures
+        lag = GaugeMetricFamily("segue_stream_consumer_lag", "Messages behind the partition ends",
+                                labels=["partition"])
+        for partition, n in sorted(self.lag.values.items()):
+            lag.add_metric([partition], n)
+        yield lag
+        yield GaugeMetricFamily("segue_stream_events_per_second", "Events per second over the last committed "
+                                "batches", value=self.events_per_s.value())
+        yield self.freshness.family("segue_stream_freshness_seconds", "Event time to searchable")
+        yield self.batch_seconds.family("segue_stream_batch_seconds", "Poll-to-commit time of a batch")
+        yield self.stage_seconds.family("segue_stream_stage_seconds", "Time of each write stage per batch: "
+                                        "read_stored, feast_push, offline_record, embed_and_upsert", "stage")
 
 
 class DaemonHealth:
