@@ -202,6 +202,9 @@ class StreamSettings(BaseModel):
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
     retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a failed write")
     retry_max_s: float = Field(15.0, gt=0, description="Longest back-off")
+    rejoin_after_s: float = Field(20.0, ge=0, description="A member left without partitions this long leaves "
+                                  "and rejoins its group (kafka-python 3.0 can lose an assignment in a quick "
+                                  "second rebalance); 0 turns it off. Run at most one daemon per partition.")
     health_port: int | None = Field(9108, ge=0, le=65535,
                                     description="/healthz and /metrics; 0 picks a free port, null turns it off")
     beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")

@@ -79,6 +79,7 @@ class TrackStreamDaemon:
         """Runs until `stop` is set, or until no event came for `until_idle_s` (demo, benchmarks)."""
         report = RunReport()
         idle_since = time.monotonic()
+        self._unassigned_since: float | None = None
         try:
             while not self.stop.is_set():
                 self.health.beat()
@@ -86,6 +87,7 @@ class TrackStreamDaemon:
                                             max_records=self.stream.max_batch)
                 records = [r for part in polled.values() for r in part]
                 self._measure_lag()
+                self._rejoin_if_stranded()
                 if not records:
                     if not self.consumer.assignment():
                         # Joining the group (after a crash, until the dead member's session expires)
@@ -168,6 +170,21 @@ class TrackStreamDaemon:
                     raise Interrupted() from e
                 self.health.beat()
                 delay = min(delay * 2, self.stream.retry_max_s)
+
+    def _rejoin_if_stranded(self) -> None:
+        """kafka-python 3.0.12 was seen to stop heartbeating after a leader's quick second join and
+        to sit in the group with no partitions for good; leaving and rejoining recovers it."""
+        if self.consumer.assignment() or not self.stream.rejoin_after_s:
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        self._unassigned_since = self._unassigned_since or now
+        if now - self._unassigned_since > self.stream.rejoin_after_s:
+            _LOGGER.warning("no partitions assigned; leaving and rejoining the consumer group",
+                            extra={"group": self.stream.group_id, "seconds": round(now - self._unassigned_since)})
+            self.consumer.unsubscribe()
+            self.consumer.subscribe([self.stream.topic])
+            self._unassigned_since = now
 
     def _measure_lag(self) -> None:
         for tp in self.consumer.assignment():
