@@ -59,8 +59,14 @@ class IndexProfile:
     def index_params(self) -> dict[str, Any]:
         return {"index_type": self.index_type, "metric_type": METRIC, "params": dict(self.build_params)}
 
-    def search_request(self) -> dict[str, Any]:
-        return {"metric_type": METRIC, "params": dict(self.search_params)}
+    def search_request(self, limit: int = TOP_K) -> dict[str, Any]:
+        """Search parameters for `limit` hits: a graph index's candidate list must hold them all."""
+        params = dict(self.search_params)
+        if self.index_type == "HNSW":
+            params["ef"] = max(int(params["ef"]), limit)
+        elif self.index_type == "GPU_CAGRA":
+            params["itopk_size"] = min(GPU_MAX_LIMIT, max(int(params["itopk_size"]), limit))
+        return {"metric_type": METRIC, "params": params}
 
     def memory_bytes(self, rows: int, dim: int) -> int:
         """Approximate index memory (CPU RAM or GPU memory) for `rows` vectors of `dim` floats."""

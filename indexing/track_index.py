@@ -56,18 +56,24 @@ class TrackIndex:
                                        "or rebuild the index with this one")
 
     def search(self, vectors: np.ndarray, limit: int, filter: str = "", output_fields: Sequence[str] = (),
-               consistency_level: str = "Bounded") -> list[list[Hit]]:
-        """Top-`limit` tracks per query vector. `Strong` also sees upserts of the last moments."""
-        results = self.client.search(self.alias, data=np.asarray(vectors, np.float32).tolist(), limit=limit,
-                                     filter=filter, output_fields=[KEY, *output_fields],
-                                     search_params=self.profile.search_request(),
-                                     consistency_level=consistency_level)
+               consistency_level: str = "Bounded", collection: str | None = None,
+               timeout: float | None = None) -> list[list[Hit]]:
+        """Top-`limit` tracks per query vector. `Strong` also sees upserts of the last moments.
+
+        `collection` searches one build instead of the alias: serving pins the build whose model
+        version matches its query tower, so an alias swap mid-request cannot mix the two.
+        """
+        results = self.client.search(collection or self.alias, data=np.asarray(vectors, np.float32).tolist(),
+                                     limit=limit, filter=filter, output_fields=[KEY, *output_fields],
+                                     search_params=self.profile.search_request(limit),
+                                     consistency_level=consistency_level, timeout=timeout)
         return [[Hit(hit_uri(h), float(h["distance"]),
                      {k: v for k, v in h["entity"].items() if k != KEY}) for h in row] for row in results]
 
-    def vectors(self, track_uris: Sequence[str]) -> dict[str, np.ndarray]:
-        rows = self.client.query(self.alias, filter=f"{KEY} in {json.dumps(list(track_uris))}",
-                                 output_fields=[KEY, VECTOR])
+    def vectors(self, track_uris: Sequence[str], collection: str | None = None,
+                timeout: float | None = None) -> dict[str, np.ndarray]:
+        rows = self.client.query(collection or self.alias, filter=f"{KEY} in {json.dumps(list(track_uris))}",
+                                 output_fields=[KEY, VECTOR], timeout=timeout)
         return {r[KEY]: np.asarray(r[VECTOR], np.float32) for r in rows}
 
     def nearest_tracks(self, track_uri: str, limit: int = 10, output_fields: Sequence[str] = ()) -> list[Hit]:

@@ -471,6 +471,26 @@ def stream_beam(settings: SegueSettings, local_flink: bool) -> None:
     click.echo(json.dumps({"state": str(result.state)}))
 
 
+@cli.command("serve")
+@click.option("--host", default=None, help="Interface to listen on (default: serve.host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: serve.port).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="uvicorn worker processes.")
+@_PROFILE
+@click.pass_obj
+def serve_command(settings: SegueSettings, host: str | None, port: int | None, workers: int | None,
+                  profile: str | None) -> None:
+    """The recommendation API (OpenAPI docs at /docs)."""
+    from segue.serving.api_server import ServeConfigError, run_api
+
+    given = {"host": host, "port": port, "workers": workers}
+    serve = settings.serve.model_copy(update={k: v for k, v in given.items() if v is not None})
+    features = settings.features.model_copy(update={"profile": profile} if profile else {})
+    try:
+        run_api(settings.model_copy(update={"serve": serve, "features": features}))
+    except ServeConfigError as e:
+        raise click.ClickException(str(e)) from e
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-data"), show_default=True)
 @click.option("--mpd", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,

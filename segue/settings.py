@@ -211,6 +211,30 @@ class StreamSettings(BaseModel):
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
 
 
+class ServeSettings(BaseModel):
+    """`segue serve`: the recommendation API, its limits and its dependencies' time limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes; the embedded index (Milvus Lite, "
+                                              "one process per file) allows 1")
+    threads: int = Field(16, ge=1, description="Threads per worker running lookups, towers and searches")
+    max_k: int = Field(500, ge=1, le=1000, description="Largest k a request may ask for")
+    max_track_uris: int = Field(500, ge=1, le=10_000, description="Most seed tracks in one request")
+    max_excluded_artists: int = Field(100, ge=0, le=10_000)
+    max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413")
+    overfetch: int = Field(4, ge=1, le=50, description="Candidates searched per result asked for when "
+                                                        "diversity drops some")
+    max_candidates: int = Field(1024, ge=1, le=16_384, description="Most hits one search asks Milvus for "
+                                                                   "(GPU indexes cap it at 1024)")
+    feature_timeout_s: float = Field(1.0, gt=0, description="Longest wait for the online feature store")
+    search_timeout_s: float = Field(2.0, gt=0, description="Longest wait for Milvus")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503")
+    refresh_s: float = Field(2.0, gt=0, description="How often the alias is checked for a swapped collection")
+    admin_api_key: SecretStr | None = Field(None, description="X-API-Key of the admin endpoints; unset: they "
+                                                              "are off. Never logged; set it by environment")
+
+
 class LogSettings(BaseModel):
     format: str = Field("text", pattern="^(text|json)$")
     level: str = "INFO"
@@ -232,6 +256,7 @@ class SegueSettings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

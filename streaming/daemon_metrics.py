@@ -8,58 +8,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from segue.metric_series import Histogram, Series
 
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 3600)
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-class _Series:
-    """One number per label value (a counter or a gauge)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, label: str = "", amount: float = 1) -> None:
-        with self._lock:
-            self.values[label] = self.values.get(label, 0) + amount
-
-    def set(self, label: str, value: float) -> None:
-        with self._lock:
-            self.values[label] = value
-
-    def value(self, label: str = "") -> float:
-        return self.values.get(label, 0)
-
-
-class _Histogram:
-    """Cumulative buckets, sum and count per label value."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.bounds = buckets
-        self.series: dict[str, tuple[list[int], list[float]]] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, label: str = "") -> None:
-        with self._lock:
-            counts, total = self.series.setdefault(label, ([0] * (len(self.bounds) + 1), [0.0]))
-            counts[next((i for i, b in enumerate(self.bounds) if value <= b), len(self.bounds))] += 1
-            total[0] += value
-
-    def sum(self, label: str = "") -> float:
-        return self.series.get(label, ([], [0.0]))[1][0]
-
-    def family(self, name: str, doc: str, label_name: str | None = None) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, doc, labels=[label_name] if label_name else None)
-        for label, (counts, total) in sorted(self.series.items()):
-            running, buckets = 0, []
-            for bound, n in zip([*map(str, self.bounds), "+Inf"], counts):
-                running += n
-                buckets.append((bound, running))
-            family.add_metric([label] if label_name else [], buckets, total[0])
-        return family
 
 
 class StreamMetrics(Collector):
@@ -72,14 +27,14 @@ class StreamMetrics(Collector):
     """
 
     def __init__(self) -> None:
-        self.events = _Series()  # by outcome: indexed, superseded, dead_letter
-        self.batches = _Series()
-        self.failures = _Series()  # by stage: write, commit
-        self.lag = _Series()  # by partition
-        self.events_per_s = _Series()
-        self.freshness = _Histogram(FRESHNESS_BUCKETS)
-        self.batch_seconds = _Histogram(BATCH_BUCKETS)
-        self.stage_seconds = _Histogram(BATCH_BUCKETS)  # by stage
+        self.events = Series()  # by outcome: indexed, superseded, dead_letter
+        self.batches = Series()
+        self.failures = Series()  # by stage: write, commit
+        self.lag = Series()  # by partition
+        self.events_per_s = Series()
+        self.freshness = Histogram(FRESHNESS_BUCKETS)
+        self.batch_seconds = Histogram(BATCH_BUCKETS)
+        self.stage_seconds = Histogram(BATCH_BUCKETS)  # by stage
         self.registry = CollectorRegistry()
         self.registry.register(self)
         self._window: list[tuple[float, int]] = []

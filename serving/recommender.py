@@ -1,0 +1,214 @@
+"""The serving path: playlist features -> query tower -> ANN search with filters -> diversity -> k.
+
+Every blocking call (Feast, TensorFlow, Milvus) runs on the recommender's thread pool under a time
+limit, so a stalled dependency costs a request its limit and a 503, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from feast import FeatureStore
+from pymilvus.exceptions import MilvusException
+from redis.exceptions import RedisError
+
+from segue.features.online import OnlineFeatureReader
+from segue.features.playlist_features import playlist_query_features
+from segue.indexing.track_collection import UNKNOWN
+from segue.indexing.track_index import Hit, TrackIndex
+from segue.serving.api_metrics import ServingMetrics
+from segue.serving.api_models import (
+    Filters, IndexVersion, RecommendationRequest, RecommendationResponse, SimilarTracksResponse, Track)
+from segue.serving.search_filters import candidates_to_fetch, diversify, search_expression
+from segue.serving.serving_target import ServingTarget, ServingTargets
+from segue.settings import ServeSettings
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+PLAYLIST_SERVICE, TRACK_SERVICE = "playlist_query_v1", "track_candidate_v1"
+# What a cold playlist needs of its tracks, and what a result shows: one online read each.
+TRACK_FIELDS = ("track_name", "artist_uri", "artist_name", "album_uri", "album_name", "duration_ms")
+HIT_FIELDS = ["artist_uri", "explicit", "popularity", "release_year"]
+_FEATURE_STORE_ERRORS = (RedisError, sqlite3.Error, OSError)
+_MILVUS_ERRORS = (MilvusException, grpc.RpcError, OSError)
+
+
+class DependencyUnavailable(RuntimeError):
+    def __init__(self, dependency: str, detail: str):
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency, self.detail = dependency, detail
+
+
+class PlaylistNotFound(LookupError):
+    pass
+
+
+class TrackNotFound(LookupError):
+    pass
+
+
+class RequestLimit(ValueError):
+    """A request within the schema but beyond this deployment's configured limits."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class QueryFeatures:
+    features: dict[str, list[Any]]
+    source: str  # feature_store | request
+    seeds: list[str]
+    unknown: list[str]
+
+
+class Recommender:
+    def __init__(self, store: FeatureStore, index: TrackIndex, targets: ServingTargets, cfg: ServeSettings,
+                 recent_tracks: int, metrics: ServingMetrics):
+        self.index, self.targets, self.cfg, self.recent, self.metrics = index, targets, cfg, recent_tracks, metrics
+        self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
+        self.tracks = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
+                                          only=[f"track_features:{f}" for f in TRACK_FIELDS])
+        self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="segue-serve")
+
+    def warm_up(self) -> None:
+        """First calls pay for registry reads, connections and the tower's tracing: pay before traffic."""
+        self.targets.refresh()
+        try:
+            self.playlists.read([0])
+            self.tracks.read(["spotify:track:" + "0" * 22])
+        except _FEATURE_STORE_ERRORS as e:  # serving starts anyway; requests will say 503 until it is back
+            _LOGGER.warning("feature store not reachable at start", extra={"error": str(e)[:300]})
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, stage: str, timings: dict[str, float], fn: Callable[[], T], dependency: str | None,
+                    errors: tuple[type[BaseException], ...] = (), timeout: float | None = None) -> T:
+        start = time.perf_counter()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.pool, fn)
+            return await (asyncio.wait_for(future, timeout) if timeout else future)
+        except asyncio.TimeoutError:
+            raise DependencyUnavailable(dependency, f"no answer within {timeout:g} s") from None
+        except errors as e:
+            raise DependencyUnavailable(dependency, f"{type(e).__name__}: {str(e)[:300]}") from e
+        finally:
+            seconds = time.perf_counter() - start
+            timings[stage] = round(timings.get(stage, 0) + seconds * 1000, 3)
+            self.metrics.stage_seconds.observe(seconds, stage)
+
+    async def _features(self, stage: str, timings: dict[str, float], fn: Callable[[], T]) -> T:
+        return await self._call(stage, timings, fn, "feature store", _FEATURE_STORE_ERRORS,
+                                self.cfg.feature_timeout_s)
+
+    async def _track_features(self, uris: Sequence[str], stage: str, timings: dict[str, float]) -> dict[str, dict]:
+        if not uris:
+            return {}
+        rows = await self._features(stage, timings, lambda: self.tracks.read(list(uris)))
+        return {r.key: r.features for r in rows if r.found}
+
+    def check_limits(self, request: RecommendationRequest) -> None:
+        cfg = self.cfg
+        if request.k > cfg.max_k:
+            raise RequestLimit("k", f"k={request.k} is above this server's limit of {cfg.max_k}")
+        if len(request.track_uris) > cfg.max_track_uris:
+            raise RequestLimit("track_uris", f"{len(request.track_uris)} track_uris, this server takes at most "
+                                             f"{cfg.max_track_uris}")
+        if len(request.filters.exclude_artists) > cfg.max_excluded_artists:
+            raise RequestLimit("filters.exclude_artists", f"at most {cfg.max_excluded_artists} excluded artists")
+
+    async def query_features(self, request: RecommendationRequest, timings: dict[str, float]) -> QueryFeatures:
+        """The playlist's `playlist_query_v1` features: online when Feast knows it, else from the request."""
+        if request.playlist_id is not None:
+            row = (await self._features("playlist_features", timings,
+                                        lambda: self.playlists.read([request.playlist_id])))[0]
+            if row.found:
+                recent = list(row.features.get("recent_track_uris") or [])
+                return QueryFeatures({n: [v] for n, v in row.features.items()}, "feature_store",
+                                     list(dict.fromkeys([*recent, *request.track_uris])), [])
+            if not (request.name or "").strip() and not request.track_uris:
+                raise PlaylistNotFound(f"playlist {request.playlist_id} has no features online and the request "
+                                       "gives no name or track_uris to start from")
+        tracks = await self._track_features(list(dict.fromkeys(request.track_uris)), "seed_tracks", timings)
+        features = playlist_query_features((request.name or "").strip(), request.track_uris, tracks, self.recent)
+        return QueryFeatures(features, "request", list(dict.fromkeys(request.track_uris)),
+                             sorted({u for u in request.track_uris if u not in tracks}))
+
+    async def _search(self, target: ServingTarget, vector: np.ndarray, limit: int, expression: str,
+                      timings: dict[str, float]) -> list[Hit]:
+        def search() -> list[Hit]:
+            return self.index.search(vector, limit, filter=expression, output_fields=HIT_FIELDS,
+                                     collection=target.collection, timeout=self.cfg.search_timeout_s)[0]
+
+        return await self._call("search", timings, search, "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s)
+
+    async def _ranked(self, target: ServingTarget, vector: np.ndarray, request_k: int, filters: Filters,
+                      seeds: list[str], timings: dict[str, float]) -> list[Hit]:
+        """Searches, widening the search while diversity leaves fewer than k and more hits exist."""
+        expression = search_expression(filters, seeds)
+        limit = candidates_to_fetch(request_k, filters, self.cfg.overfetch, self.cfg.max_candidates)
+        while True:
+            hits = await self._search(target, vector, limit, expression, timings)
+            kept = diversify(hits, request_k, filters.max_per_artist)
+            if len(kept) == request_k or len(hits) < limit or limit >= self.cfg.max_candidates:
+                return kept
+            limit = min(self.cfg.max_candidates, limit * 4)
+
+    async def _tracks(self, hits: Sequence[Hit], timings: dict[str, float]) -> list[Track]:
+        names = await self._track_features([h.track_uri for h in hits], "metadata", timings)
+        out = []
+        for rank, hit in enumerate(hits, 1):
+            meta, f = names.get(hit.track_uri, {}), hit.fields
+            known = {n: (None if f.get(n) in (None, UNKNOWN) else f[n])
+                     for n in ("explicit", "popularity", "release_year")}
+            out.append(Track(rank=rank, track_uri=hit.track_uri, score=round(hit.score, 6),
+                             track_name=meta.get("track_name"), artist_uri=f.get("artist_uri") or None,
+                             artist_name=meta.get("artist_name"), album_name=meta.get("album_name"),
+                             release_year=known["release_year"], popularity=known["popularity"],
+                             explicit=None if known["explicit"] is None else bool(known["explicit"])))
+        return out
+
+    def _version(self, target: ServingTarget) -> IndexVersion:
+        return IndexVersion(alias=self.targets.alias, collection=target.collection,
+                            model_version=target.model_version)
+
+    async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
+        self.check_limits(request)
+        timings: dict[str, float] = {}
+        target = self.targets.current  # one build for the whole request
+        query = await self.query_features(request, timings)
+        vector = await self._call("query_tower", timings, lambda: target.query_tower.embed(query.features), None)
+        hits = await self._ranked(target, vector, request.k, request.filters, query.seeds, timings)
+        tracks = await self._tracks(hits, timings)
+        if len(tracks) < request.k:
+            self.metrics.partial.inc()
+        return RecommendationResponse(
+            playlist_id=request.playlist_id, query_features=query.source, k=request.k, returned=len(tracks),
+            partial=len(tracks) < request.k, excluded_seeds=len(query.seeds), unknown_track_uris=query.unknown,
+            tracks=tracks, index=self._version(target), timings_ms=timings)
+
+    async def similar(self, track_uri: str, k: int) -> SimilarTracksResponse:
+        if k > self.cfg.max_k:
+            raise RequestLimit("k", f"k={k} is above this server's limit of {self.cfg.max_k}")
+        timings: dict[str, float] = {}
+        target = self.targets.current
+        vectors = await self._call("search", timings, lambda: self.index.vectors(
+            [track_uri], collection=target.collection, timeout=self.cfg.search_timeout_s), "Milvus",
+            _MILVUS_ERRORS, self.cfg.search_timeout_s)
+        if track_uri not in vectors:
+            raise TrackNotFound(f"{track_uri} is not in the index {target.collection!r}")
+        hits = await self._ranked(target, vectors[track_uri][None, :], k, Filters(), [track_uri], timings)
+        tracks = await self._tracks(hits, timings)
+        return SimilarTracksResponse(track_uri=track_uri, k=k, returned=len(tracks), tracks=tracks,
+                                     index=self._version(target))

@@ -1,0 +1,113 @@
+"""Which index build serving searches, and the query tower of the same training.
+
+A request takes one `ServingTarget` (collection + model version + query tower) and uses it from
+start to end. The nightly rebuild swaps the alias; `ServingTargets.refresh` notices, loads the new
+build's query tower and collection first, and only then replaces the target, so a request never
+embeds with one training and searches another's space.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymilvus import MilvusClient
+
+from segue.indexing.track_collection import collection_info
+from segue.indexing.upsert import live_collection
+from segue.training.export import ExportedTower, load_tower
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class NotReady(RuntimeError):
+    """No build can be served yet (no alias, or its query tower is missing)."""
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    collection: str
+    model_version: str
+    query_tower: ExportedTower
+
+
+class ServingTargets:
+    """The current target of `alias` (or of a pinned collection), refreshed on demand."""
+
+    def __init__(self, client: MilvusClient, alias: str, models_dir: Path, timeout_s: float):
+        self.client, self.alias, self.models_dir, self.timeout_s = client, alias, Path(models_dir), timeout_s
+        self.pinned: str | None = None
+        self.problem = "not loaded yet"
+        self.swaps = 0
+        self._current: ServingTarget | None = None
+        self._towers: dict[str, ExportedTower] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def served(self) -> ServingTarget | None:
+        return self._current
+
+    @property
+    def current(self) -> ServingTarget:
+        target = self._current
+        if target is None:
+            raise NotReady(self.problem)
+        return target
+
+    def query_tower(self, model_version: str) -> ExportedTower:
+        if model_version not in self._towers:
+            path = self.models_dir / model_version / "query"
+            if not path.is_dir():
+                raise NotReady(f"the index was built by model {model_version!r}, whose query tower is not at "
+                               f"{path}: copy that model version into {self.models_dir}")
+            tower = load_tower(path)
+            # The first call traces the signature (~100 ms): pay it here, not in a request.
+            tower.embed({i.name: [[] if i.is_list else None] for i in tower.inputs})
+            self._towers[model_version] = tower
+        return self._towers[model_version]
+
+    def wanted(self) -> str:
+        if self.pinned:
+            return self.pinned
+        live = live_collection(self.client, self.alias)
+        if live is None:
+            raise NotReady(f"alias {self.alias!r} serves no collection yet: run `segue index rebuild`")
+        return live
+
+    def refresh(self) -> bool:
+        """Follows the alias (or the pin); True when the target changed. Never raises: a problem
+        is kept for /readyz and the previous target goes on serving."""
+        with self._lock:
+            try:
+                name = self.wanted()
+                if self._current is not None and self._current.collection == name:
+                    self.problem = ""
+                    return False
+                info = collection_info(self.client, name)
+                tower = self.query_tower(info.model_version)
+                self.client.load_collection(name, timeout=self.timeout_s)
+            except Exception as e:  # noqa: BLE001 - any failure keeps the old target serving
+                self.problem = str(e) or type(e).__name__
+                _LOGGER.warning("serving target not refreshed", extra={"alias": self.alias, "error": self.problem})
+                return False
+            previous = self._current
+            self._current = ServingTarget(name, info.model_version, tower)
+            self.problem = ""
+            if previous is not None:
+                self.swaps += 1
+            _LOGGER.info("serving target", extra={"collection": name, "model_version": info.model_version,
+                                                  "previous": previous.collection if previous else None})
+            return True
+
+    def pin(self, collection: str | None) -> ServingTarget:
+        """Serves `collection` whatever the alias says (None: follow the alias again)."""
+        if collection is not None and not self.client.has_collection(collection):
+            raise LookupError(f"there is no collection {collection!r}; `segue index status` lists the builds")
+        self.pinned = collection
+        self.refresh()
+        target = self.current
+        if collection is not None and target.collection != collection:
+            raise NotReady(f"could not switch to {collection!r}: {self.problem}")
+        return target
