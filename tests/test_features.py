@@ -7,9 +7,6 @@ registry and online store live in the module's temporary folder.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,35 +27,6 @@ from segue.settings import load_settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 RECENT = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    """A real redis-server on a free loopback port, stopped afterwards."""
-    port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:  # ready when it answers PING
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                c.sendall(b"PING\r\n")
-                if c.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
