@@ -188,6 +188,7 @@ def _train_and_evaluate(demo: Demo, settings: SegueSettings, gen: GenerateSettin
     _build_index(demo, settings, trained["path"])
     if gen is not None:  # new tracks come from the generator's future; a user's slices have none
         _stream_new_tracks(demo, settings, gen)
+    _serve_recommendations(demo, settings)
     return trained["report"]
 
 
@@ -289,6 +290,52 @@ def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSetting
     for rank, h in enumerate(hits, 1):
         f = names.get(h.track_uri) or {}
         click.echo(f"  {rank}. {h.score:.3f}  {f.get('track_name') or h.track_uri} - {f.get('artist_name') or '?'}")
+
+
+def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int = 2) -> None:
+    """Starts the API (in this process: Milvus Lite opens its file from one process only), asks it
+    for a few playlists over HTTP, prints the answers, and stops it."""
+    import json
+    import urllib.request
+
+    from segue.features.online import lookup
+    from segue.features.store import open_store
+    from segue.serving.api_server import ApiServerThread
+
+    store = open_store(settings)
+    known = [r for r in lookup(store, "playlist_query_v1", "pid", list(range(50))) if r.found
+             and len(r.features.get("recent_track_uris") or []) >= 5][:playlists]
+    asks = [(f"playlist {r.key} \"{r.features['name']}\" (features from Feast)", {"playlist_id": r.key, "k": 5})
+            for r in known]
+    if known:
+        seeds = list(known[0].features["recent_track_uris"])[-3:]
+        asks.append(("a new playlist \"summer road trip\" with 3 seed tracks, no explicit tracks, one per artist",
+                     {"name": "summer road trip", "track_uris": seeds, "k": 5,
+                      "filters": {"exclude_explicit": True, "max_per_artist": 1}}))
+    answers: list[tuple[str, dict]] = []
+
+    def run_api() -> dict[str, Any]:
+        s = settings.model_copy(update={"serve": settings.serve.model_copy(update={"port": 0})})
+        took = []
+        with ApiServerThread(s) as api:
+            for title, body in asks:
+                request = urllib.request.Request(f"{api.url}/v1/recommendations", json.dumps(body).encode(),
+                                                 {"Content-Type": "application/json"})
+                start = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answers.append((title, json.loads(response.read())))
+                took.append((time.perf_counter() - start) * 1000)
+            ready = json.loads(urllib.request.urlopen(f"{api.url}/readyz", timeout=30).read())
+        return {"requests": len(took), "slowest ms": f"{max(took):.1f}" if took else "-",
+                "model": ready["model_version"], "ready": ready["status"]}
+
+    demo.run("serve recommendations (FastAPI: Feast -> query tower -> Milvus)", run_api)
+    for title, answer in answers:
+        click.secho(f"\nRecommended for {title}:", bold=True)
+        for t in answer["tracks"]:
+            click.echo(f"  {t['rank']}. {t['score']:.3f}  {t['track_name'] or t['track_uri']} - "
+                       f"{t['artist_name'] or '?'} ({t['release_year'] or '?'})")
+    click.echo("\nServe it yourself: segue serve  (then http://127.0.0.1:8000/docs)")
 
 
 def _fact(value: Any) -> str:

@@ -30,7 +30,8 @@ def test_demo_on_a_generated_sample(tmp_path):
                  "Spark feature tables", "feast apply + source check", "materialize (contract-gated)",
                  "training examples (point-in-time)", "train two-tower model (TFRS)",
                  "evaluate vs baselines (held-out)", "Milvus index rebuild (Beam) + swap",
-                 "stream new tracks (Kafka -> daemon -> Feast + Milvus)"):
+                 "stream new tracks (Kafka -> daemon -> Feast + Milvus)",
+                 "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     assert "playlists=500" in out and "rules held" in out and "total" in out
     assert "Nearest tracks to " in out and "\n  5. " in out  # the index answers with five neighbours
@@ -38,6 +39,8 @@ def test_demo_on_a_generated_sample(tmp_path):
     streamed = re.search(r"published=(\d+), indexed=(\d+), dead letters=0", out)
     assert streamed and int(streamed[1]) == int(streamed[2]) > 0, out
     assert "Just streamed: " in out and "\n  4. " in out
+    assert "requests=3" in out and "ready=ready" in out
+    assert out.count("Recommended for ") == 3 and "features from Feast" in out and "summer road trip" in out
     for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json",
                      "models/latest/manifest.json", "models/latest/evaluation/metrics.md",
                      "models/latest/query/saved_model.pb", "models/latest/candidate/saved_model.pb"):

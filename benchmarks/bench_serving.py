@@ -1,0 +1,260 @@
+"""Serving benchmark: `segue serve` under a load generator at fixed concurrency, at 100k and 1M
+tracks, with the cost of each stage measured inside the same requests.
+
+    python benchmarks/bench_serving.py --data demo-data [--runs local:embedded:100000,redis:cpu_hnsw:100000,...]
+        [--concurrency 8] [--seconds 30] [--out docs/benchmarks/serving.json]
+
+Uses `make demo`'s model and feature tables in a private Feast repo per feature profile (local:
+SQLite; redis: a real redis-server on a free port). The index holds the demo's catalogue
+replicated to each size with new URIs and jittered numbers (as the rebuild benchmark does), built
+by `rebuild_index` into Milvus Lite (embedded) or the PyPI `milvus` standalone server (cpu_hnsw).
+Replicated tracks have no Feast metadata: the metadata lookup of a result costs the same either way.
+
+`segue serve` runs as its own process (one worker), as users run it. The load generator keeps
+`--concurrency` HTTP/1.1 keep-alive connections busy from this process for `--seconds`: 70% known
+playlists, 20% cold ones (a name and 5 seed tracks), 10% known ones with filters and diversity,
+k=10. A first phase at concurrency 1 gives unloaded latency. Every response carries the server's
+own timing of each stage (feature lookup, query tower, search, metadata), so the API's overhead is
+the client's latency minus the stages, per request, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_features import start_redis  # noqa: E402
+from bench_index_rebuild import replicate  # noqa: E402
+
+STAGES = ("playlist_features", "seed_tracks", "query_tower", "search", "metadata")
+
+
+def build_index(settings_json: str, snapshot: str) -> None:
+    """In a child process: Milvus Lite opens its file from one process only, and the server must."""
+    from segue.features.store import open_store
+    from segue.indexing.rebuild import rebuild_index
+    from segue.logs import configure_logging
+    from segue.settings import SegueSettings
+
+    configure_logging("text", "WARNING")
+    settings = SegueSettings.model_validate_json(settings_json)
+    rebuild_index(settings, open_store(settings), Path(settings.paths.models_dir) / "latest", snapshot=Path(snapshot))
+
+
+def request_bodies(snapshots: Path, catalog: list[str], n: int, seed: int = 3) -> list[bytes]:
+    pids = np.unique(pq.read_table(snapshots, columns=["pid"]).column("pid").to_numpy())
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for _ in range(n):
+        draw = rng.random()
+        if draw < 0.7:
+            body = {"playlist_id": int(rng.choice(pids)), "k": 10}
+        elif draw < 0.9:
+            body = {"name": "bench mix", "track_uris": [str(u) for u in rng.choice(catalog, 5)], "k": 10}
+        else:
+            body = {"playlist_id": int(rng.choice(pids)), "k": 10,
+                    "filters": {"exclude_explicit": True, "max_per_artist": 1}}
+        raw = json.dumps(body).encode()
+        bodies.append(b"POST /v1/recommendations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+    return bodies
+
+
+async def _one_connection(port: int, bodies: list[bytes], deadline: float, out: list, errors: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        writer.write(bodies[i % len(bodies)])
+        i += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        body = await reader.readexactly(length)
+        took = (time.perf_counter() - start) * 1000
+        if status != 200:
+            errors.append(status)
+            continue
+        out.append((took, json.loads(body)["timings_ms"]))
+    writer.close()
+
+
+async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float):
+    out, errors = [], []
+    deadline = time.perf_counter() + seconds
+    shares = [bodies[i::concurrency] for i in range(concurrency)]
+    start = time.perf_counter()
+    await asyncio.gather(*(_one_connection(port, shares[i], deadline, out, errors) for i in range(concurrency)))
+    return out, errors, time.perf_counter() - start
+
+
+def measure(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
+    asyncio.run(_load(port, bodies[:50], min(concurrency, 4), 2))  # warm-up
+    out, errors, wall = asyncio.run(_load(port, bodies, concurrency, seconds))
+    latency = np.array([t for t, _ in out])
+    stages = {s: np.array([timings.get(s, 0.0) for _, timings in out]) for s in STAGES}
+    inside = sum(stages.values())
+    overhead = latency - inside
+    return {"concurrency": concurrency, "requests": len(out), "errors": len(errors),
+            "requests_per_s": round(len(out) / wall, 1),
+            "latency_ms": {f"p{q}": round(float(np.percentile(latency, q)), 2) for q in (50, 95, 99)},
+            "stage_ms_mean": {s: round(float(v.mean()), 2) for s, v in stages.items()},
+            "overhead_ms_mean": round(float(overhead.mean()), 2),
+            "overhead_share": round(float(overhead.sum() / latency.sum()), 3)}
+
+
+def start_api(settings, root: Path, port: int) -> subprocess.Popen:
+    config = root / f"serve-{port}.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"serve": {"admin_api_key"}})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")} | {"SEGUE_CONFIG": str(config)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "segue"), "serve"], env=env,
+                            stdout=open(root / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT)
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200:
+                return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"segue serve did not get ready: {(root / f'serve-{port}.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=REPO / "demo-data", help="`make demo`'s folder")
+    p.add_argument("--runs", default="local:embedded:100000,redis:cpu_hnsw:100000,redis:cpu_hnsw:1000000",
+                   help="feature profile:index profile:tracks, comma-separated")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "serving.json")
+    args = p.parse_args(argv)
+
+    from milvus import MilvusServer, MilvusServerConfig
+
+    from segue.batch.spark_session import build_spark
+    from segue.logs import configure_logging
+    from segue.sample_world import private_feature_repo
+    from segue.settings import IndexSettings, ServeSettings, SparkSettings, load_settings
+    from segue.streaming.kafka_broker import free_port
+
+    configure_logging("text", "WARNING")
+    model = (args.data / "models" / "latest").resolve()
+    if not (model / "manifest.json").is_file():
+        raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
+    base_settings = load_settings(paths={"data_dir": args.data.resolve()})
+    runs = [r.split(":") for r in args.runs.split(",")]
+    result = {"benchmark": "serving", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+              "model": model.name, "duration_s": args.seconds, "workers": 1,
+              "mix": "70% known, 20% cold (name + 5 seeds), 10% known with filters + diversity; k=10",
+              "runs": []}
+    with tempfile.TemporaryDirectory(prefix="segue-bench-serving-") as tmp, ExitStack() as stack:
+        tmp = Path(tmp)
+        spark = build_spark("segue-bench-serving", SparkSettings(master="local[2]", driver_memory="2g"))
+        repos, server_uri = {}, None
+        snapshot = tmp / "catalog.parquet"
+        for feature_profile, index_profile, size in runs:
+            size = int(size)
+            if feature_profile not in repos:
+                s = base_settings
+                if feature_profile == "redis":
+                    (tmp / "redis").mkdir()
+                    redis_proc, redis = start_redis(tmp / "redis")
+                    stack.callback(redis_proc.terminate)
+                    s = s.model_copy(update={"features": s.features.model_copy(
+                        update={"redis_connection_string": redis})})
+                repos[feature_profile] = private_feature_repo(s, tmp / f"repo-{feature_profile}", spark,
+                                                              profile=feature_profile)
+                print(f"private Feast repo ({feature_profile}) ready", flush=True)
+            s = repos[feature_profile]
+            if not snapshot.exists():
+                from segue.features.store import open_store
+                from segue.indexing.rebuild import write_snapshot
+
+                write_snapshot(open_store(s), snapshot, datetime.now(timezone.utc))
+            if index_profile != "embedded" and server_uri is None:
+                server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / "milvus-server")))
+                server.start()
+                stack.callback(server.stop)
+                server_uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+            base = pq.read_table(snapshot)
+            sized = tmp / f"catalog-{size}.parquet"
+            if not sized.exists():
+                pq.write_table(replicate(base, size), sized)
+            name = f"{feature_profile}_{index_profile}_{size}"
+            port = free_port()
+            s = s.model_copy(update={
+                "index": IndexSettings(profile=index_profile, alias=f"bench_{name}",
+                                       uri=None if index_profile == "embedded" else server_uri),
+                "paths": s.paths.model_copy(update={"index_dir": tmp / f"index-{name}", "models_dir": model.parent}),
+                "serve": ServeSettings(port=port), "log": s.log.model_copy(update={"level": "WARNING"})})
+            print(f"[{name}] building the index ({size:,} tracks) ...", flush=True)
+            t = time.perf_counter()
+            child = multiprocessing.get_context("spawn").Process(target=build_index,
+                                                                 args=(s.model_dump_json(), str(sized)))
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                raise SystemExit(f"[{name}] index build failed (exit {child.exitcode})")
+            print(f"[{name}] index built in {time.perf_counter() - t:.0f} s; starting segue serve", flush=True)
+            api = start_api(s, tmp, port)
+            try:
+                catalog = base.column("track_uri").to_pylist()
+                bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000)
+                run = {"features": feature_profile, "index": index_profile, "tracks": size,
+                       "unloaded": measure(port, bodies, 1, min(10, args.seconds)),
+                       "loaded": measure(port, bodies, args.concurrency, args.seconds)}
+            finally:
+                api.terminate()
+                api.wait(30)
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+        spark.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result))
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| features | index | tracks | concurrency | req/s | p50 ms | p95 ms | p99 ms | features ms | "
+             "tower ms | search ms | metadata ms | overhead |", "|" + "---|" * 13]
+    for r in result["runs"]:
+        for phase in ("unloaded", "loaded"):
+            m = r[phase]
+            st = m["stage_ms_mean"]
+            lines.append(
+                f"| {r['features']} | {r['index']} | {r['tracks']:,} | {m['concurrency']} | {m['requests_per_s']} | "
+                f"{m['latency_ms']['p50']} | {m['latency_ms']['p95']} | {m['latency_ms']['p99']} | "
+                f"{st['playlist_features'] + st['seed_tracks']:.2f} | {st['query_tower']} | {st['search']} | "
+                f"{st['metadata']} | {m['overhead_share']:.0%} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
