@@ -8,7 +8,7 @@ import sys
 import warnings
 from datetime import datetime, timezone
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}  # uvicorn's ANSI copy
 
 
 class JsonFormatter(logging.Formatter):

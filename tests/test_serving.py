@@ -339,3 +339,10 @@ def test_an_unavailable_dependency_gives_503_with_retry_after_and_recovers(serve
     while recommend(url, playlist_id=9, k=5).status_code != 200:
         assert time.monotonic() < deadline, f"the API did not recover after {dependency} came back"
         time.sleep(0.5)
+
+
+def test_several_workers_need_a_milvus_server(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
+    done = subprocess.run([str(Path(sys.executable).parent / "segue"), "serve", "--workers", "2"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "opens its file from one process only" in done.stderr
