@@ -18,6 +18,7 @@ install: $(STAMP)
 
 prerequisites:
 	@command -v java >/dev/null || { echo "error: Java 17+ is needed by Spark. Install it: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: Maven is needed to fetch Kafka's broker jars (once, into ~/.cache/segue). Install it: apt-get install -y maven" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "error: Python 3.11 is needed (found $$($(PYTHON) --version)). Set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
 # Servers the tests start as local processes (no Docker): redis-server from Debian's packages.

@@ -38,6 +38,23 @@ def config_show(settings: SegueSettings) -> None:
     click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
 
 
+@config.command("docs")
+@click.option("--write", "folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write configuration.md and commands.md into this folder instead of printing them.")
+def config_docs(folder: Path | None) -> None:
+    """The configuration and command references, generated from the settings and this CLI."""
+    from segue.reference_docs import commands_reference, settings_reference
+
+    pages = {"configuration.md": settings_reference(), "commands.md": commands_reference(cli)}
+    for name, text in pages.items():
+        if folder is None:
+            click.echo(text)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text + "\n")
+            click.echo(f"written: {folder / name}")
+
+
 @cli.group()
 def data() -> None:
     """MPD data: generate a sample, validate slices."""
