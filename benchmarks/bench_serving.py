@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_features import start_redis  # noqa: E402
 from bench_index_rebuild import replicate  # noqa: E402
+from segue.settings import settings_document  # noqa: E402
 
 BUILD_INDEX = "--build-index-child"
 STAGES = ("playlist_features", "seed_tracks", "query_tower", "search", "metadata")
@@ -55,7 +56,7 @@ def build_index(settings_json: str, snapshot: str) -> None:
     from segue.settings import SegueSettings
 
     configure_logging("text", "WARNING")
-    settings = SegueSettings.model_validate_json(settings_json)
+    settings = SegueSettings.model_validate(json.loads(settings_json))
     rebuild_index(settings, open_store(settings), Path(settings.paths.models_dir) / "latest", snapshot=Path(snapshot))
 
 
@@ -124,7 +125,7 @@ def measure(port: int, bodies: list[bytes], concurrency: int, seconds: float) ->
 
 def start_api(settings, root: Path, port: int) -> subprocess.Popen:
     config = root / f"serve-{port}.yaml"
-    config.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude={"serve": {"admin_api_key"}})))
+    config.write_text(yaml.safe_dump(settings_document(settings)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")} | {"SEGUE_CONFIG": str(config)}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "segue"), "serve"], env=env,
                             stdout=open(root / f"serve-{port}.log", "w"), stderr=subprocess.STDOUT)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             # A process of its own, which exits normally: Milvus Lite writes its file out at exit,
             # and opens it from one process only (the server's, next).
             # (As a script, not `python -c`: pyspark's connect check exits a `-c` process as a doctest run.)
-            done = subprocess.run([sys.executable, __file__, BUILD_INDEX, s.model_dump_json(), str(sized)])
+            done = subprocess.run([sys.executable, __file__, BUILD_INDEX, json.dumps(settings_document(s)),
+                                   str(sized)])
             if done.returncode != 0:
                 raise SystemExit(f"[{name}] index build failed (exit {done.returncode})")
             print(f"[{name}] index built in {time.perf_counter() - t:.0f} s; starting segue serve", flush=True)

@@ -28,4 +28,4 @@ def milvus_uri(settings: SegueSettings) -> str:
 
 
 def open_client(settings: SegueSettings) -> MilvusClient:
-    return MilvusClient(uri=milvus_uri(settings), token=settings.index.token)
+    return MilvusClient(uri=milvus_uri(settings), token=settings.index.token.get_secret_value())

@@ -164,7 +164,8 @@ class IndexSettings(BaseModel):
                          description="embedded: Milvus Lite in a local file; cpu_*/gpu_*: a Milvus server")
     uri: str | None = Field(None, description="Milvus server URI (http://host:19530); "
                                               "default for embedded: <index_dir>/milvus.db")
-    token: str = Field("", description="Milvus credentials (user:password or an API key)")
+    token: SecretStr = Field(SecretStr(""), description="Milvus credentials (user:password or an API key); "
+                                                       "never logged")
     alias: str = Field("tracks", pattern="^[A-Za-z_][A-Za-z0-9_]*$",
                        description="The alias serving searches; a rebuild swaps it")
     keep_previous: int = Field(1, ge=1, description="Earlier collections kept for `segue index rollback`")
@@ -284,6 +285,17 @@ def config_path() -> Path | None:
         return path
     default = Path("segue.yaml")
     return default if default.is_file() else None
+
+
+def settings_document(settings: SegueSettings) -> dict[str, Any]:
+    """The settings as plain data, secrets revealed: for a config file or a worker that must act
+    on them, never for logs (`model_dump` masks secrets)."""
+    doc = settings.model_dump(mode="json")
+    for section in SegueSettings.model_fields:
+        for name, value in getattr(settings, section):
+            if isinstance(value, SecretStr):
+                doc[section][name] = value.get_secret_value()
+    return doc
 
 
 def load_settings(**overrides: Any) -> SegueSettings:

@@ -7,6 +7,7 @@ the file.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -28,7 +29,9 @@ def run_api(settings: SegueSettings) -> None:
             raise ServeConfigError(f"serve.workers={cfg.workers}, but the embedded index (Milvus Lite) opens its "
                                    "file from one process only: use workers=1, or a Milvus server "
                                    "(index.profile cpu_hnsw and index.uri)")
-        # Workers are new processes: they read segue.yaml and SEGUE_* variables themselves.
+        # Workers are new processes: they read segue.yaml and SEGUE_* variables themselves, so the
+        # command line's feature profile travels as its variable.
+        os.environ["SEGUE_FEATURES__PROFILE"] = settings.features.profile
         uvicorn.run("segue.serving.app:app_from_environment", factory=True, host=cfg.host, port=cfg.port,
                     workers=cfg.workers, log_config=None, access_log=False)
         return

@@ -24,7 +24,7 @@ from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, default_io_
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
-from segue.settings import SegueSettings
+from segue.settings import SegueSettings, settings_document
 from segue.streaming.events import DeadLetter, EventError, parse_event
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,11 +40,8 @@ class KafkaMessage(NamedTuple):
 
 
 def _settings_json(settings: SegueSettings) -> str:
-    """The settings that workers rebuild, the Kafka password included (it is never logged)."""
-    doc = settings.model_dump(mode="json")
-    if settings.kafka.sasl_password:
-        doc["kafka"]["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
-    return json.dumps(doc)
+    """The settings that workers rebuild, secrets included (they are never logged)."""
+    return json.dumps(settings_document(settings))
 
 
 class _Parse(beam.DoFn):

@@ -71,3 +71,13 @@ def test_evaluate_without_a_model_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGUE_PATHS__DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["evaluate"])
     assert result.exit_code == 1 and "run `segue train` first" in result.output
+
+
+def test_a_settings_document_for_a_child_process_keeps_secrets_that_dumps_mask():
+    from segue.settings import SegueSettings, settings_document
+
+    settings = load_settings(index={"token": "root:s3cret"}, serve={"admin_api_key": "k3y"})
+    assert "s3cret" not in json.dumps(settings.model_dump(mode="json")) and "s3cret" not in repr(settings)
+    doc = settings_document(settings)
+    assert doc["index"]["token"] == "root:s3cret" and doc["serve"]["admin_api_key"] == "k3y"
+    assert SegueSettings.model_validate(doc).index.token.get_secret_value() == "root:s3cret"

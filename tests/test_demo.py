@@ -60,3 +60,21 @@ def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
     assert "playlist_tracks=9" in result.stdout and "metadata=none" in result.stdout
     assert "training examples (point-in-time): done" in result.stdout
     assert "skipping training" in result.stdout  # three playlists do not fill a batch
+
+
+def test_demo_runs_every_stage_on_a_users_slices_without_metadata(tmp_path):
+    generated = _run(["data", "generate", "--out", "generated", "--playlists", "500", "--quiet"], tmp_path)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    own = tmp_path / "own"
+    own.mkdir()
+    for slice_file in (tmp_path / "generated").glob("mpd.slice.*.json"):  # slices only, as a user has
+        shutil.copy(slice_file, own)
+    result = _run(["demo", "--out", "demo", "--mpd", str(own)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "metadata=none" in out and "generate MPD-shaped sample" not in out
+    for step in ("train two-tower model (TFRS)", "evaluate vs baselines (held-out)",
+                 "Milvus index rebuild (Beam) + swap", "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
+        assert f"{step}: done" in out, f"{step} missing from:\n{out}"
+    assert "| two_tower |" in out[out.index("| model |"):]
+    assert out.count("Recommended for ") == 3

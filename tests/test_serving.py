@@ -28,7 +28,7 @@ from segue.indexing.rebuild import rebuild_index
 from segue.indexing.track_collection import collection_info
 from segue.sample_world import private_feature_repo
 from segue.serving.api_server import ApiServerThread
-from segue.settings import IndexSettings, ServeSettings
+from segue.settings import IndexSettings, ServeSettings, settings_document
 from segue.streaming.kafka_broker import free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -225,7 +225,8 @@ def served(world, trained, spark, milvus_server, redis_url, tmp_path_factory):
         "index": s.index.model_copy(update={"uri": f"http://127.0.0.1:{milvus_proxy.port}"}),
         "serve": ServeSettings(port=port, refresh_s=0.5, feature_timeout_s=1.5, search_timeout_s=2.0)})
     config = root / "segue.yaml"
-    config.write_text(yaml.safe_dump(served_settings.model_dump(mode="json", exclude={"serve": {"admin_api_key"}})))
+    config.write_text(yaml.safe_dump(settings_document(served_settings.model_copy(update={
+        "serve": served_settings.serve.model_copy(update={"admin_api_key": None})}))))
     # Opening a store here exported SEGUE_* variables, which would win over the file in the server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
     env |= {"SEGUE_CONFIG": str(config), "SEGUE_SERVE__ADMIN_API_KEY": ADMIN_KEY}

@@ -30,7 +30,7 @@ from segue.features.store import open_store
 from segue.indexing.milvus_connection import open_client
 from segue.indexing.rebuild import rebuild_index
 from segue.sample_world import private_feature_repo
-from segue.settings import IndexSettings, KafkaSettings, StreamSettings
+from segue.settings import IndexSettings, KafkaSettings, StreamSettings, settings_document
 from segue.streaming.consumer_daemon import open_daemon
 from segue.streaming.daemon_metrics import serve_health
 from segue.streaming.events import new_event
@@ -224,7 +224,7 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     tracks = new_tracks(s, 4000, "crash")
     send(s, [good(new_event(t)) for t in tracks])
     config = tmp_path / "segue.yaml"
-    config.write_text(yaml.safe_dump(s.model_dump(mode="json")))
+    config.write_text(yaml.safe_dump(settings_document(s)))
     env = {**os.environ, "SEGUE_CONFIG": str(config)}
     command = [str(Path(sys.executable).parent / "segue"), "stream", "run"]  # as users start it
 
