@@ -186,8 +186,14 @@ def _train_and_evaluate(demo: Demo, settings: SegueSettings, gen: GenerateSettin
 
     demo.run("evaluate vs baselines (held-out)", run_evaluate)
     _build_index(demo, settings, trained["path"])
-    if gen is not None:  # new tracks come from the generator's future; a user's slices have none
-        _stream_new_tracks(demo, settings, gen)
+    if gen is not None:  # new tracks come from the generator's future
+        from segue.batch.synth.new_tracks import future_tracks
+
+        tracks = future_tracks(gen.seed, gen.tastes, gen.playlists, gen.start, gen.end, 200)
+        _stream_tracks(demo, settings, tracks, "stream new tracks (Kafka -> daemon -> Feast + Milvus)")
+    else:  # a user's slices have no future: their own tracks come back as update events
+        _stream_tracks(demo, settings, _catalogue_tracks(settings, 200),
+                       "stream track updates (Kafka -> daemon -> Feast + Milvus)")
     _serve_recommendations(demo, settings)
     return trained["report"]
 
@@ -228,12 +234,22 @@ def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
         click.echo(f"  {rank}. {h.score:.3f}  {label(h.track_uri)}")
 
 
-def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSettings, count: int = 200) -> None:
+def _catalogue_tracks(settings: SegueSettings, count: int) -> list[dict]:
+    """`count` of the catalogue's tracks as the stream's events carry them (the same features)."""
+    import pyarrow.parquet as pq
+
+    from segue.streaming.events import TrackFeatures
+
+    table = pq.read_table(Path(settings.paths.features_dir) / "track_features")
+    names = [n for n in TrackFeatures.model_fields if n in table.column_names]
+    return [{k: v for k, v in row.items() if v is not None} for row in table.select(names).slice(0, count).to_pylist()]
+
+
+def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step: str) -> None:
     import threading
 
     import numpy as np
 
-    from segue.batch.synth.new_tracks import future_tracks
     from segue.features.online import lookup
     from segue.features.store import open_store
     from segue.indexing.milvus_connection import index_profile, open_client
@@ -245,7 +261,6 @@ def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSetting
     from segue.streaming.publish import publish_events
 
     broker = KafkaBroker(Path(settings.paths.data_dir) / "kafka", port=free_port())
-    tracks = future_tracks(gen.seed, gen.tastes, gen.playlists, gen.start, gen.end, count)
 
     def run_stream() -> dict[str, Any]:
         broker.start()
@@ -276,7 +291,7 @@ def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSetting
                 "freshness p95 s": f"{np.percentile(fresh, 95):.2f}" if len(fresh) else "-"}
 
     try:
-        demo.run("stream new tracks (Kafka -> daemon -> Feast + Milvus)", run_stream)
+        demo.run(step, run_stream)
     finally:
         broker.stop()
     client = open_client(settings)
@@ -285,7 +300,7 @@ def _stream_new_tracks(demo: Demo, settings: SegueSettings, gen: GenerateSetting
     hits = index.nearest_tracks(new["track_uri"], 4)
     names = {r.key: r.features for r in lookup(open_store(settings), "track_candidate_v1", "track_uri",
                                                  [h.track_uri for h in hits])}
-    click.secho(f"\nJust streamed: {new['track_name']} - {new['artist_name']} ({new['release_year']}); "
+    click.secho(f"\nJust streamed: {new['track_name']} - {new['artist_name']} ({new.get('release_year') or '?'}); "
                 "searchable now, its nearest tracks:", bold=True)
     for rank, h in enumerate(hits, 1):
         f = names.get(h.track_uri) or {}

@@ -74,7 +74,10 @@ def test_demo_runs_every_stage_on_a_users_slices_without_metadata(tmp_path):
     out = result.stdout
     assert "metadata=none" in out and "generate MPD-shaped sample" not in out
     for step in ("train two-tower model (TFRS)", "evaluate vs baselines (held-out)",
-                 "Milvus index rebuild (Beam) + swap", "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
+                 "Milvus index rebuild (Beam) + swap", "stream track updates (Kafka -> daemon -> Feast + Milvus)",
+                 "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
+    streamed = re.search(r"published=(\d+), indexed=(\d+)", out)
+    assert streamed and int(streamed[1]) == int(streamed[2]) > 0 and "Just streamed: " in out, out
     assert "| two_tower |" in out[out.index("| model |"):]
     assert out.count("Recommended for ") == 3
