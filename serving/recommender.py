@@ -35,8 +35,10 @@ from segue.settings import ServeSettings
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 PLAYLIST_SERVICE, TRACK_SERVICE = "playlist_query_v1", "track_candidate_v1"
-# What a cold playlist needs of its tracks, and what a result shows: one online read each.
-TRACK_FIELDS = ("track_name", "artist_uri", "artist_name", "album_uri", "album_name", "duration_ms")
+# What a cold playlist needs of its seed tracks, and what a result shows: one online read each,
+# of only those features (a read's cost grows with features x tracks).
+SEED_FIELDS = ("artist_uri", "album_uri", "duration_ms")
+RESULT_FIELDS = ("track_name", "artist_name", "album_name")
 HIT_FIELDS = ["artist_uri", "explicit", "popularity", "release_year"]
 _FEATURE_STORE_ERRORS = (RedisError, sqlite3.Error, OSError)
 _MILVUS_ERRORS = (MilvusException, grpc.RpcError, OSError)
@@ -77,8 +79,10 @@ class Recommender:
                  recent_tracks: int, metrics: ServingMetrics):
         self.index, self.targets, self.cfg, self.recent, self.metrics = index, targets, cfg, recent_tracks, metrics
         self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
-        self.tracks = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
-                                          only=[f"track_features:{f}" for f in TRACK_FIELDS])
+        self.seeds = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
+                                         only=[f"track_features:{f}" for f in SEED_FIELDS])
+        self.names = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
+                                         only=[f"track_features:{f}" for f in RESULT_FIELDS])
         self.pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="segue-serve")
 
     def warm_up(self) -> None:
@@ -86,7 +90,8 @@ class Recommender:
         self.targets.refresh()
         try:
             self.playlists.read([0])
-            self.tracks.read(["spotify:track:" + "0" * 22])
+            self.seeds.read(["spotify:track:" + "0" * 22])
+            self.names.read(["spotify:track:" + "0" * 22])
         except _FEATURE_STORE_ERRORS as e:  # serving starts anyway; requests will say 503 until it is back
             _LOGGER.warning("feature store not reachable at start", extra={"error": str(e)[:300]})
 
@@ -112,10 +117,11 @@ class Recommender:
         return await self._call(stage, timings, fn, "feature store", _FEATURE_STORE_ERRORS,
                                 self.cfg.feature_timeout_s)
 
-    async def _track_features(self, uris: Sequence[str], stage: str, timings: dict[str, float]) -> dict[str, dict]:
+    async def _track_features(self, reader: OnlineFeatureReader, uris: Sequence[str], stage: str,
+                              timings: dict[str, float]) -> dict[str, dict]:
         if not uris:
             return {}
-        rows = await self._features(stage, timings, lambda: self.tracks.read(list(uris)))
+        rows = await self._features(stage, timings, lambda: reader.read(list(uris)))
         return {r.key: r.features for r in rows if r.found}
 
     def check_limits(self, request: RecommendationRequest) -> None:
@@ -140,7 +146,8 @@ class Recommender:
             if not (request.name or "").strip() and not request.track_uris:
                 raise PlaylistNotFound(f"playlist {request.playlist_id} has no features online and the request "
                                        "gives no name or track_uris to start from")
-        tracks = await self._track_features(list(dict.fromkeys(request.track_uris)), "seed_tracks", timings)
+        tracks = await self._track_features(self.seeds, list(dict.fromkeys(request.track_uris)), "seed_tracks",
+                                            timings)
         features = playlist_query_features((request.name or "").strip(), request.track_uris, tracks, self.recent)
         return QueryFeatures(features, "request", list(dict.fromkeys(request.track_uris)),
                              sorted({u for u in request.track_uris if u not in tracks}))
@@ -166,7 +173,7 @@ class Recommender:
             limit = min(self.cfg.max_candidates, limit * 4)
 
     async def _tracks(self, hits: Sequence[Hit], timings: dict[str, float]) -> list[Track]:
-        names = await self._track_features([h.track_uri for h in hits], "metadata", timings)
+        names = await self._track_features(self.names, [h.track_uri for h in hits], "metadata", timings)
         out = []
         for rank, hit in enumerate(hits, 1):
             meta, f = names.get(hit.track_uri, {}), hit.fields

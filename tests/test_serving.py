@@ -44,7 +44,8 @@ def embedded(world, trained, spark, tmp_path_factory):
     model, _ = trained
     s = private_feature_repo(settings, tmp_path_factory.mktemp("serve-embedded"), spark)
     rebuild_index(s, open_store(s), model.path)
-    s = s.model_copy(update={"serve": ServeSettings(port=0, refresh_s=0.5)})
+    # Generous limits: these tests judge answers and input handling, not a loaded CI machine's latency.
+    s = s.model_copy(update={"serve": ServeSettings(port=0, refresh_s=0.5, feature_timeout_s=15, search_timeout_s=30)})
     with ApiServerThread(s) as api:
         yield s, api.url
 
