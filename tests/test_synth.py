@@ -229,3 +229,128 @@ def test_oracle_beats_popularity_on_the_challenge(sample, report):
     assert set(yardsticks["oracle"]["by_category"]) == {c.name for c in CATEGORIES}
     text = (sample / "generator_report.md").read_text()
     assert "## Yardsticks on the challenge set" in text and "title_random_100" in text
+
+
+# The ids_only profile: a source where ids are all there is (a radio-playlist dataset's shape).
+
+IDS_PLAYLISTS, IDS_CHALLENGE = 500, 20
+
+
+@pytest.fixture(scope="module")
+def ids_sample(tmp_path_factory) -> Path:
+    from click.testing import CliRunner
+
+    from segue.cli import cli
+
+    out = tmp_path_factory.mktemp("ids_only")
+    result = CliRunner().invoke(cli, [
+        "data", "generate", "--profile", "ids_only", "--playlists", str(IDS_PLAYLISTS),
+        "--challenge", str(IDS_CHALLENGE), "--seed", "11", "--tastes", "16", "--out", str(out),
+        "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def ids_playlists(ids_sample) -> list[dict]:
+    return [p for path in slice_files(ids_sample) for p in read_slice(path)]
+
+
+@pytest.fixture(scope="module")
+def ids_report(ids_sample) -> dict:
+    return json.loads((ids_sample / "generator_report.json").read_text())
+
+
+def test_ids_only_writes_ids_and_no_metadata(ids_sample, ids_playlists):
+    assert not (ids_sample / "metadata").exists()
+    assert len(ids_playlists) == IDS_PLAYLISTS
+    album_of_artist: dict[str, str] = {}
+    for p in ids_playlists:
+        assert p["name"] == "" and "description" not in p
+        tracks = p["tracks"]
+        assert p["num_albums"] == p["num_artists"] == len({t["artist_uri"] for t in tracks})
+        assert p["duration_ms"] == 210_000 * len(tracks)
+        for t in tracks:
+            assert t["duration_ms"] == 210_000
+            assert t["track_name"] == t["artist_name"] == t["album_name"] == ""
+            assert album_of_artist.setdefault(t["artist_uri"], t["album_uri"]) == t["album_uri"]
+    # One placeholder album per artist: no two artists share one.
+    assert len(set(album_of_artist.values())) == len(album_of_artist)
+
+
+def test_ids_only_challenge_has_empty_titles_and_the_reader_accepts_everything(ids_sample):
+    from click.testing import CliRunner
+
+    from segue.cli import cli
+
+    challenge = list(read_challenge_set(ids_sample / "challenge_set.json"))
+    holdout = json.loads((ids_sample / "challenge_holdout.json").read_text())["playlists"]
+    titled = {c.name: c.titled for c in CATEGORIES}
+    assert len(challenge) == len(holdout) == IDS_CHALLENGE
+    for c, h in zip(challenge, holdout):
+        assert c.get("name") == ("" if titled[h["category"]] else None)
+    # `segue data validate` reads every slice and the challenge set strictly.
+    result = CliRunner().invoke(cli, ["data", "validate", str(ids_sample)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["playlists"] == IDS_PLAYLISTS
+
+
+def test_ids_only_playlists_are_long_with_rare_artist_runs_and_a_heavy_head(
+        tmp_path, ids_playlists, ids_report):
+    lengths = np.array([len(p["tracks"]) for p in ids_playlists])
+    assert lengths.max() <= 250 and lengths.mean() > 120 and np.median(lengths) > 150
+    assert np.percentile(lengths, 90) >= 240
+    pairs = [(a["artist_uri"], b["artist_uri"]) for p in ids_playlists
+             for a, b in zip(p["tracks"], p["tracks"][1:])]
+    same_artist = np.mean([a == b for a, b in pairs])
+    assert same_artist < 0.06
+    distinct = np.mean([len({t["artist_uri"] for t in p["tracks"]}) / len(p["tracks"])
+                        for p in ids_playlists])
+    assert 0.4 < distinct < 0.8
+    # The report states the shape as measured here.
+    stats = ids_report["statistics"]
+    assert ids_report["parameters"]["profile"] == "ids_only"
+    assert stats["tracks_per_playlist_mean"] == pytest.approx(lengths.mean())
+    assert stats["tracks_per_playlist_median"] == pytest.approx(np.median(lengths))
+    assert stats["tracks_per_playlist_p90"] == pytest.approx(np.percentile(lengths, 90))
+    assert stats["same_artist_consecutive_share"] == pytest.approx(same_artist)
+    assert stats["distinct_artists_per_track"] == pytest.approx(distinct)
+    # Heavier head and longer tail than the demo profile at the same seed and size.
+    demo = _generate(tmp_path / "demo", seed=11, playlists=IDS_PLAYLISTS, challenge=IDS_CHALLENGE)
+    assert stats["entry_share_top_1pct_tracks"] > demo["statistics"]["entry_share_top_1pct_tracks"]
+    assert stats["track_share_seen_once"] > demo["statistics"]["track_share_seen_once"]
+    assert demo["statistics"]["same_artist_consecutive_share"] > 3 * same_artist
+
+
+def test_ids_only_playlists_cohere_so_the_oracle_beats_popularity(ids_sample, ids_report):
+    yardsticks = ids_report["yardsticks"]
+    oracle, popularity = yardsticks["oracle"]["overall"], yardsticks["popularity"]["overall"]
+    assert oracle["recall@500"] > popularity["recall@500"] + 0.2
+    text = (ids_sample / "generator_report.md").read_text()
+    assert "## Shape (profile ids_only)" in text and "same artist consecutive share" in text
+
+
+def test_ids_only_is_deterministic_for_a_seed(tmp_path):
+    small = {"playlists": 200, "challenge": 20, "slice_size": 80}
+
+    def outputs(folder: Path, seed: int) -> dict[str, bytes]:
+        generate(folder, playlists=small["playlists"], seed=seed, tastes=16, start=START, end=END,
+                 challenge_playlists=small["challenge"], slice_size=small["slice_size"],
+                 progress=False, profile="ids_only")
+        names = [p.name for p in slice_files(folder)] + ["challenge_set.json",
+                                                        "challenge_holdout.json"]
+        return {name: (folder / name).read_bytes() for name in names}
+
+    first, again, other = (outputs(tmp_path / name, seed)
+                           for name, seed in (("a", 3), ("b", 3), ("c", 4)))
+    assert list(first) == ["mpd.slice.0-79.json", "mpd.slice.80-159.json",
+                           "mpd.slice.160-199.json", "challenge_set.json",
+                           "challenge_holdout.json"]
+    assert first == again
+    assert all(first[name] != other[name] for name in first)
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="ids_only"):
+        generate(tmp_path, playlists=100, seed=1, tastes=4, start=START, end=END,
+                 challenge_playlists=10, profile="radio")

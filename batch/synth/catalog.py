@@ -55,6 +55,28 @@ MIN_SCALE = 2_000
 STREAM_CATALOG, STREAM_METADATA, STREAM_SLICE, STREAM_CHALLENGE = 1, 2, 3, 4
 KIND_TRACK, KIND_ALBUM, KIND_ARTIST = 1, 2, 3
 
+
+@dataclass(frozen=True)
+class CatalogShape:
+    """The knobs of `build_catalog` a profile may turn; the defaults make the demo (MPD-like)
+    catalogue. Changing a number here never changes which random draws are made, only their scale.
+    """
+
+    artists_per_playlist: float = ARTISTS_PER_PLAYLIST
+    min_scale: int = MIN_SCALE  # playlists the catalogue is sized for at least
+    artist_sigma: float = 1.6  # log-sd of an artist's popularity
+    album_sigma: float = 0.8  # ... of an album's, on top of its artist's
+    track_sigma: float = 1.1  # ... of a track's, on top of its album's
+    album_p: float = 0.55  # albums per artist are geometric(album_p)
+    tracks_per_album_p: float = 0.45  # tracks per album are 3 + geometric(p), at most 15
+    # None: lengths drawn around each taste's median; a number: every track lasts that long (for
+    # sources that carry no durations).
+    duration_ms: int | None = None
+    # Sources that know no albums name one placeholder album per artist; the latent albums still
+    # set release days, so artists keep releasing over time.
+    one_album_per_artist: bool = False
+
+
 _BASE62 = np.frombuffer(
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8
 )
@@ -274,14 +296,15 @@ def growing_days(rng: np.random.Generator, first: int, last: int, n: int, growth
     return np.minimum(first + np.floor(years * DAYS_PER_YEAR).astype(np.int64), last)
 
 
-def build_catalog(seed: int, tastes: int, playlists: int, start: date, end: date) -> Catalog:
+def build_catalog(seed: int, tastes: int, playlists: int, start: date, end: date,
+                  shape: CatalogShape = CatalogShape()) -> Catalog:
     """Builds the latent catalogue for a sample of `playlists` playlists over [start, end]."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, STREAM_CATALOG])))
     first_day, last_day = epoch_day(start), epoch_day(end)
     horizon_day = last_day + FUTURE_DAYS
     taste_table = _make_tastes(rng, tastes, (first_day + last_day) / 2)
 
-    n_artists = int(ARTISTS_PER_PLAYLIST * max(playlists, MIN_SCALE))
+    n_artists = int(shape.artists_per_playlist * max(playlists, shape.min_scale))
     taste_share = rng.dirichlet(np.full(tastes, 4.0))
     artist_taste = rng.choice(tastes, n_artists, p=taste_share)
     second = rng.choice(tastes, n_artists, p=taste_share)
@@ -289,10 +312,10 @@ def build_catalog(seed: int, tastes: int, playlists: int, start: date, end: date
                                    second, -1)
     history_start = first_day - int(HISTORY_YEARS * DAYS_PER_YEAR)
     debut = np.sort(growing_days(rng, history_start, horizon_day, n_artists, growth=0.12))
-    artist_weight = rng.lognormal(0.0, 1.6, n_artists)
+    artist_weight = rng.lognormal(0.0, shape.artist_sigma, n_artists)
 
     # Albums: the first on the debut day, the rest spread over the following years.
-    albums_per_artist = rng.geometric(0.55, n_artists)
+    albums_per_artist = rng.geometric(shape.album_p, n_artists)
     album_artist = np.repeat(np.arange(n_artists), albums_per_artist)
     n_albums = len(album_artist)
     career = np.minimum(horizon_day - debut, int(8 * DAYS_PER_YEAR))[album_artist]
@@ -303,22 +326,28 @@ def build_catalog(seed: int, tastes: int, playlists: int, start: date, end: date
     # Sort albums by day within each artist so an artist's released tracks are a prefix.
     order = np.lexsort((album_day, album_artist))
     album_day = album_day[order]
-    album_weight = rng.lognormal(0.0, 0.8, n_albums)
+    album_weight = rng.lognormal(0.0, shape.album_sigma, n_albums)
 
-    tracks_per_album = np.minimum(3 + rng.geometric(0.45, n_albums), 15)
+    tracks_per_album = np.minimum(3 + rng.geometric(shape.tracks_per_album_p, n_albums), 15)
     album_first_track = np.r_[0, np.cumsum(tracks_per_album)].astype(np.int64)
     track_album = np.repeat(np.arange(n_albums), tracks_per_album)
     n_tracks = len(track_album)
     track_artist = album_artist[track_album]
     track_day = album_day[track_album]
     track_weight = (artist_weight[track_artist] * album_weight[track_album]
-                    * rng.lognormal(0.0, 1.1, n_tracks))
+                    * rng.lognormal(0.0, shape.track_sigma, n_tracks))
     track_taste = artist_taste[track_artist]
     track_duration_ms = np.clip(
         taste_table.duration_ms[track_taste] * rng.lognormal(0.0, 0.22, n_tracks),
         30_000, 900_000,
     ).astype(np.int64)
+    if shape.duration_ms is not None:
+        track_duration_ms = np.full(n_tracks, shape.duration_ms, dtype=np.int64)
     artist_first_track = np.r_[0, np.cumsum(np.bincount(track_artist, minlength=n_artists))]
+    if shape.one_album_per_artist:
+        # An artist's tracks are one contiguous range already, so it becomes the album.
+        album_artist, album_day = np.arange(n_artists), debut
+        album_first_track, track_album, n_albums = artist_first_track, track_artist, n_artists
     first_release_day = int(track_day.min())
     artist_day_key = (track_artist.astype(np.int64) << 32) | (track_day - first_release_day)
 

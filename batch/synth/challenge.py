@@ -47,9 +47,12 @@ class ChallengeCase:
         return self.playlist.tracks[~shown]
 
 
-def sample_challenge(catalog: Catalog, sampler: PlaylistSampler, count: int, first_pid: int
-                     ) -> list[ChallengeCase]:
-    """`count` playlists split evenly over the categories, dated in the challenge period."""
+def sample_challenge(catalog: Catalog, sampler: PlaylistSampler, count: int, first_pid: int,
+                     named: bool = True) -> list[ChallengeCase]:
+    """`count` playlists split evenly over the categories, dated in the challenge period.
+
+    Titled categories of an unnamed sample show an empty name, as a source without names would.
+    """
     rng = np.random.Generator(
         np.random.PCG64(np.random.SeedSequence([catalog.seed, STREAM_CHALLENGE]))
     )
@@ -64,8 +67,10 @@ def sample_challenge(catalog: Catalog, sampler: PlaylistSampler, count: int, fir
                 seeds = np.sort(rng.choice(len(playlist.tracks), category.seeds, replace=False))
             else:
                 seeds = np.arange(category.seeds)
-            name = (playlist_name(rng, catalog, int(playlist.tastes[0]), allow_empty=False)
-                    if category.titled else None)
+            name = None
+            if category.titled:
+                name = (playlist_name(rng, catalog, int(playlist.tastes[0]), allow_empty=False)
+                        if named else "")
             cases.append(ChallengeCase(first_pid + len(cases), category, name, playlist, seeds))
     return cases
 

@@ -34,6 +34,8 @@ from segue.batch.synth.playlists import (
     playlist_fields,
     playlist_json,
 )
+from segue.batch.synth.profiles import Profile, profile_named
+from segue.batch.synth.shape import SHAPE_KEYS, ShapeTally
 
 PLAYLIST_GROWTH = 0.45  # per year: later years hold more playlists, as in the MPD
 _LICENSE = "Synthetic data made by Segue's generator; no real users or tracks. Apache-2.0."
@@ -55,10 +57,12 @@ def _write_jsonl(path: Path, chunks: Iterable[list[dict]]) -> None:
 
 def _write_slices(out_dir: Path, catalog: Catalog, sampler: PlaylistSampler,
                   entries: TrackEntryFormat, playlists: int, slice_size: int, info: dict,
-                  progress: bool) -> tuple[np.ndarray, Counter]:
-    """Writes the slice files one by one; returns per-track entry counts and playlists per year."""
+                  progress: bool, named: bool) -> tuple[np.ndarray, Counter, ShapeTally]:
+    """Writes the slice files one by one; returns per-track entry counts, playlists per year and
+    the playlists' shape."""
     counts = np.zeros(catalog.n_tracks, dtype=np.int64)
     years: Counter = Counter()
+    shape = ShapeTally()
     with tqdm(total=playlists, unit="playlist", disable=not progress, desc="slices") as bar:
         for index, lo in enumerate(range(0, playlists, slice_size)):
             hi = min(lo + slice_size, playlists)
@@ -69,7 +73,9 @@ def _write_slices(out_dir: Path, catalog: Catalog, sampler: PlaylistSampler,
             sampled = []
             for pid, day in zip(range(lo, hi), days.tolist()):
                 playlist = sampler.sample(rng, day)
-                sampled.append((playlist_fields(rng, catalog, pid, playlist), playlist.tracks))
+                sampled.append((playlist_fields(rng, catalog, pid, playlist, named),
+                                playlist.tracks))
+                shape.add(catalog.track_artist[playlist.tracks])
             drawn = np.concatenate([tracks for _, tracks in sampled])
             entries.prepare(drawn)
             records = [playlist_json(fields, entries.entries(tracks)) for fields, tracks in sampled]
@@ -81,7 +87,7 @@ def _write_slices(out_dir: Path, catalog: Catalog, sampler: PlaylistSampler,
                 f'{head},"playlists":[{",".join(records)}]}}', encoding="utf-8"
             )
             bar.update(hi - lo)
-    return counts, years
+    return counts, years, shape
 
 
 def _tail_share(counts: np.ndarray, top_share: float) -> float:
@@ -90,7 +96,7 @@ def _tail_share(counts: np.ndarray, top_share: float) -> float:
     return float(seen[:top].sum() / seen.sum())
 
 
-def _statistics(catalog: Catalog, counts: np.ndarray, years: Counter,
+def _statistics(catalog: Catalog, counts: np.ndarray, years: Counter, shape: ShapeTally,
                 cases: list[ChallengeCase]) -> dict:
     seen = counts > 0
     holdouts = np.concatenate([c.holdouts for c in cases]) if cases else np.empty(0, np.int64)
@@ -113,6 +119,7 @@ def _statistics(catalog: Catalog, counts: np.ndarray, years: Counter,
         "entry_share_top_1pct_tracks": _tail_share(counts, 0.01),
         "entry_share_top_10pct_tracks": _tail_share(counts, 0.10),
         "track_share_seen_once": float(np.mean(counts[seen] == 1)),
+        **shape.statistics(),
         "playlists_per_year": {str(y): years[y] for y in sorted(years)},
     }
 
@@ -133,7 +140,12 @@ def _markdown(report: dict) -> str:
              "## Counts", "", "| statistic | value |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {v:.4g} |" if isinstance(v, float)
               else f"| {k.replace('_', ' ')} | {v} |"
-              for k, v in s.items() if k != "playlists_per_year"]
+              for k, v in s.items() if k != "playlists_per_year" and k not in SHAPE_KEYS]
+    lines += ["", f"## Shape (profile {report['parameters']['profile']})", "",
+              "The statistics to hold against a real dataset's: playlist lengths, popularity "
+              "head and tail, artist runs (pooled over consecutive pairs) and artist variety "
+              "(averaged over playlists).", "", "| statistic | value |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {s[k]:.4g} |" for k in SHAPE_KEYS if k in s]
     lines += ["", "## Playlists per year", "", "| year | playlists |", "|---|---|"]
     lines += [f"| {y} | {n} |" for y, n in s["playlists_per_year"].items()]
     lines += ["", "## Yardsticks on the challenge set", "",
@@ -155,13 +167,16 @@ def _markdown(report: dict) -> str:
 
 
 def generate(out_dir: Path, *, playlists: int, seed: int, tastes: int, start: date, end: date,
-             challenge_playlists: int, slice_size: int = 1000, progress: bool = True) -> dict:
+             challenge_playlists: int, slice_size: int = 1000, progress: bool = True,
+             profile: str = "demo") -> dict:
     """Writes a synthetic MPD sample into `out_dir` and returns its summary.
 
-    Writes `mpd.slice.*.json`, `metadata/tracks.jsonl`, `metadata/artists.jsonl`,
-    `challenge_set.json`, `challenge_holdout.json` and `generator_report.{md,json}`. The same
-    arguments always give byte-identical slices, metadata and challenge files.
+    Writes `mpd.slice.*.json`, `metadata/tracks.jsonl`, `metadata/artists.jsonl` (not for the
+    `ids_only` profile), `challenge_set.json`, `challenge_holdout.json` and
+    `generator_report.{md,json}`. The same arguments always give byte-identical slices, metadata
+    and challenge files. `profile` names the kind of source imitated (see `profiles`).
     """
+    kind: Profile = profile_named(profile)
     if min(playlists, slice_size) < 1 or min(seed, challenge_playlists) < 0 or tastes < 2:
         raise ValueError("need playlists >= 1, slice_size >= 1, seed >= 0, challenge_playlists "
                          f">= 0 and tastes >= 2; got playlists={playlists}, slice_size="
@@ -170,27 +185,31 @@ def generate(out_dir: Path, *, playlists: int, seed: int, tastes: int, start: da
     if end <= start:
         raise ValueError(f"`end` must be after `start`; got start={start}, end={end}")
     out_dir = Path(out_dir)
-    (out_dir / "metadata").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     clock = perf_counter()
 
-    catalog = build_catalog(seed, tastes, playlists, start, end)
-    sampler, entries = PlaylistSampler(catalog), TrackEntryFormat(catalog)
+    catalog = build_catalog(seed, tastes, playlists, start, end, kind.catalog)
+    sampler = PlaylistSampler(catalog, kind.playlists)
+    entries = TrackEntryFormat(catalog, named=kind.named)
     timings["catalog_s"], clock = perf_counter() - clock, perf_counter()
 
-    _write_jsonl(out_dir / "metadata" / "tracks.jsonl", track_metadata_rows(catalog))
-    _write_jsonl(out_dir / "metadata" / "artists.jsonl", [artist_metadata_rows(catalog)])
+    if kind.metadata:
+        (out_dir / "metadata").mkdir(exist_ok=True)
+        _write_jsonl(out_dir / "metadata" / "tracks.jsonl", track_metadata_rows(catalog))
+        _write_jsonl(out_dir / "metadata" / "artists.jsonl", [artist_metadata_rows(catalog)])
     timings["metadata_s"], clock = perf_counter() - clock, perf_counter()
 
     info = {"generated_on": f"{end.isoformat()} 00:00:00", "version": "v1",
             "description": f"Synthetic MPD sample from Segue's generator (seed {seed}, "
                            f"{tastes} tastes, {start.isoformat()} to {end.isoformat()})",
             "license": _LICENSE}
-    counts, years = _write_slices(out_dir, catalog, sampler, entries, playlists, slice_size,
-                                  info, progress)
+    counts, years, playlist_shape = _write_slices(out_dir, catalog, sampler, entries, playlists,
+                                                  slice_size, info, progress, kind.named)
     timings["slices_s"], clock = perf_counter() - clock, perf_counter()
 
-    cases = sample_challenge(catalog, sampler, challenge_playlists, first_pid=playlists)
+    cases = sample_challenge(catalog, sampler, challenge_playlists, first_pid=playlists,
+                             named=kind.named)
     horizon = end + timedelta(days=catalog.horizon_day - catalog.last_day)
     write_challenge(out_dir, cases, catalog, entries, f"{horizon.isoformat()} 00:00:00")
     timings["challenge_s"], clock = perf_counter() - clock, perf_counter()
@@ -201,10 +220,10 @@ def generate(out_dir: Path, *, playlists: int, seed: int, tastes: int, start: da
     timings["playlists_per_s"] = playlists / timings["slices_s"]
 
     report = {
-        "parameters": {"playlists": playlists, "seed": seed, "tastes": tastes,
+        "parameters": {"profile": profile, "playlists": playlists, "seed": seed, "tastes": tastes,
                        "start": start.isoformat(), "end": end.isoformat(),
                        "challenge_playlists": challenge_playlists, "slice_size": slice_size},
-        "statistics": _statistics(catalog, counts, years, cases),
+        "statistics": _statistics(catalog, counts, years, playlist_shape, cases),
         "yardsticks": yardsticks,
         "timings": timings,
     }

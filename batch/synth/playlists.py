@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -26,14 +26,6 @@ from segue.batch.synth.catalog import (
 )
 
 MIN_LENGTH, MAX_LENGTH = 5, 250
-_LENGTH = NormalDist(math.log(50), 0.75)  # lognormal, median 50 and mean about 66 as in MPD
-_TASTES_PER_PLAYLIST_CDF = np.cumsum([0.45, 0.35, 0.2])[:-1]
-_MIX_CONCENTRATION = 1.5
-_CHART_SHARE = (1.0, 8.0)  # Beta parameters of a playlist's share of chart hits (mean 0.11)
-_MEAN_RUN = 6.0  # tracks in a row from one taste
-_P_STICK = 0.35  # a track continues the run's anchor album or artist
-_P_SAME_ALBUM = 0.6  # ... and then its album rather than any released track of its artist
-_OVERSAMPLE = 2.0  # candidates per wanted track: a third or more are duplicates
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -62,10 +54,44 @@ def _top(values: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(-values, k - 1)[:k] if len(values) > k else np.arange(len(values))
 
 
-def sample_length(rng: np.random.Generator, low: int = MIN_LENGTH, high: int = MAX_LENGTH) -> int:
-    """A playlist length from the lognormal, truncated to [low, high]."""
-    a, b = _LENGTH.cdf(math.log(low)), _LENGTH.cdf(math.log(high + 1))
-    return min(high, max(low, int(math.exp(_LENGTH.inv_cdf(a + rng.random() * (b - a))))))
+@dataclass(frozen=True)
+class PlaylistLengths:
+    """Playlist lengths: a lognormal (median 50 and mean about 66 as in MPD), optionally mixed
+    with "full" playlists, normal around `full_mean` and clipped at the cap, where a source
+    fills most playlists near the cap (radio logs)."""
+
+    median: float = 50.0
+    sigma: float = 0.75
+    full_share: float = 0.0
+    full_mean: float = 220.0
+    full_sd: float = 45.0
+
+    def sample(self, rng: np.random.Generator, low: int = MIN_LENGTH, high: int = MAX_LENGTH
+               ) -> int:
+        """A length in [low, high]; the lognormal is truncated there, full ones pile up at high."""
+        # Without full playlists no extra draw is made, so the MPD-like lengths never change.
+        if self.full_share and rng.random() < self.full_share:
+            full = NormalDist(self.full_mean, self.full_sd)
+            a = full.cdf(low)
+            return min(high, max(low, int(full.inv_cdf(min(a + rng.random() * (1 - a),
+                                                             1 - 1e-12)))))
+        lognormal = NormalDist(math.log(self.median), self.sigma)
+        a, b = lognormal.cdf(math.log(low)), lognormal.cdf(math.log(high + 1))
+        return min(high, max(low, int(math.exp(lognormal.inv_cdf(a + rng.random() * (b - a))))))
+
+
+@dataclass(frozen=True)
+class PlaylistShape:
+    """The knobs of `PlaylistSampler` a profile may turn; the defaults make MPD-like playlists."""
+
+    lengths: PlaylistLengths = field(default_factory=PlaylistLengths)
+    tastes_per_playlist: tuple[float, ...] = (0.45, 0.35, 0.2)  # P(1 taste), P(2), ...
+    mix_concentration: float = 1.5  # Dirichlet concentration of the mix of several tastes
+    chart_share: tuple[float, float] = (1.0, 8.0)  # Beta of a playlist's chart share (mean 0.11)
+    mean_run: float = 6.0  # tracks in a row from one taste
+    p_stick: float = 0.35  # a track continues the run's anchor album or artist
+    p_same_album: float = 0.6  # ... and then its album rather than any released track of its artist
+    oversample: float = 2.0  # candidates per wanted track: a third or more are duplicates
 
 
 class PlaylistSampler:
@@ -75,8 +101,10 @@ class PlaylistSampler:
     replace about a third of the draws by siblings of earlier tracks, are left out.
     """
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, shape: PlaylistShape = PlaylistShape()):
         self.catalog = catalog
+        self.shape = shape
+        self._tastes_cdf = np.cumsum(shape.tastes_per_playlist)[:-1]
         self.chart = catalog.tastes.count
         self._recency = np.append(catalog.tastes.recency, CHART_RECENCY)
         index = catalog.by_taste
@@ -92,16 +120,18 @@ class PlaylistSampler:
                                          np.log(catalog.tastes.weights(days)), -np.inf)
 
     def choose_tastes(self, rng: np.random.Generator, day: int) -> tuple[np.ndarray, np.ndarray]:
-        """1-3 distinct tastes by their popularity on `day` plus the chart, and mixture weights."""
+        """Distinct tastes (how many: the shape's `tastes_per_playlist`) by their popularity on
+        `day`, plus the chart, and mixture weights."""
         log_weights = self._log_weights[day - self._first_day]
-        count = min(1 + int(np.searchsorted(_TASTES_PER_PLAYLIST_CDF, rng.random(), side="right")),
+        count = min(1 + int(np.searchsorted(self._tastes_cdf, rng.random(), side="right")),
                     int(np.isfinite(log_weights).sum()))
         # Gumbel top-k: `count` tastes without replacement, proportional to their weights.
         keys = log_weights - np.log(-np.log(rng.random(len(log_weights))))
         tastes = np.argsort(-keys)[:count]
-        mix = rng.dirichlet(np.full(count, _MIX_CONCENTRATION)) if count > 1 else np.ones(1)
+        mix = (rng.dirichlet(np.full(count, self.shape.mix_concentration)) if count > 1
+               else np.ones(1))
         order = np.argsort(-mix, kind="stable")
-        chart_share = rng.beta(*_CHART_SHARE)
+        chart_share = rng.beta(*self.shape.chart_share)
         return (np.append(tastes[order], self.chart),
                 np.append((1.0 - chart_share) * mix[order], chart_share))
 
@@ -185,19 +215,19 @@ class PlaylistSampler:
                     ranges: tuple[np.ndarray, ...], n: int) -> np.ndarray:
         steps = np.arange(n)
         # Runs: at each switch a fresh label is drawn by the mix (often the same one again).
-        switch = rng.random(n) < 1.0 / _MEAN_RUN
+        switch = rng.random(n) < 1.0 / self.shape.mean_run
         switch[0] = True
         fresh = np.searchsorted(np.cumsum(mix)[:-1], rng.random(n), side="right")
         labels = fresh[np.maximum.accumulate(np.where(switch, steps, 0))]
         base = self._draw(rng, labels, ranges)
         # A sticky position takes a sibling of the last non-sticky track of its run.
-        stick = rng.random(n) < _P_STICK
+        stick = rng.random(n) < self.shape.p_stick
         stick[0] = False
         stick[1:] &= labels[1:] == labels[:-1]
         anchor = base[np.maximum.accumulate(np.where(stick, 0, steps))]
         c = self.catalog
         album, artist = c.track_album[anchor], c.track_artist[anchor]
-        same_album = rng.random(n) < _P_SAME_ALBUM
+        same_album = rng.random(n) < self.shape.p_same_album
         lo = np.where(same_album, c.album_first_track[album], c.artist_first_track[artist])
         hi = np.where(same_album, c.album_first_track[album + 1],
                       c.released_artist_end(artist, day))
@@ -209,7 +239,7 @@ class PlaylistSampler:
         """Up to `length` distinct tracks in playlist order (fewer only for tiny catalogues)."""
         ranges = self._ranges(tastes, day)
         tracks = np.empty(0, dtype=np.int64)
-        unique_share = 1.0 / _OVERSAMPLE
+        unique_share = 1.0 / self.shape.oversample
         for _ in range(4):
             wanted = length - len(tracks)
             n = int(wanted / unique_share) + 5
@@ -228,7 +258,8 @@ class PlaylistSampler:
         """A playlist on `day` with at least `min_length` tracks."""
         while True:
             tastes, mix = self.choose_tastes(rng, day)
-            tracks = self.sample_tracks(rng, day, tastes, mix, sample_length(rng, min_length))
+            length = self.shape.lengths.sample(rng, min_length)
+            tracks = self.sample_tracks(rng, day, tastes, mix, length)
             if len(tracks) >= min_length:
                 return LatentPlaylist(day, tastes, mix, tracks)
 
@@ -288,21 +319,27 @@ class TrackEntryFormat:
     album's artist and album fields.
 
     The caches are bounded: each is dropped when it passes `max_cached` items, which only costs
-    recomputation, never changes the output.
+    recomputation, never changes the output. Unnamed entries carry empty track, artist and album
+    names: the ids are all a model gets.
     """
 
-    def __init__(self, catalog: Catalog, max_cached: int = 300_000):
+    def __init__(self, catalog: Catalog, max_cached: int = 300_000, named: bool = True):
         self.catalog = catalog
         self.max_cached = max_cached
+        self.named = named
         self._tracks: dict[int, str] = {}
         self._albums: dict[int, str] = {}
+
+    def _names(self, kind: int, indices: np.ndarray) -> list[str]:
+        return (pseudo_names(self.catalog.seed, kind, indices) if self.named
+                else [""] * len(indices))
 
     def _album_fields(self, albums: list[int]) -> None:
         c = self.catalog
         idx = np.array(albums, dtype=np.int64)
         artists = c.album_artist[idx]
-        rows = zip(albums, pseudo_names(c.seed, KIND_ARTIST, artists),
-                   c.artist_ids[artists].tolist(), pseudo_names(c.seed, KIND_ALBUM, idx),
+        rows = zip(albums, self._names(KIND_ARTIST, artists),
+                   c.artist_ids[artists].tolist(), self._names(KIND_ALBUM, idx),
                    c.album_ids[idx].tolist())
         for album, artist_name, artist_id, album_name, album_id in rows:
             self._albums[album] = (
@@ -317,7 +354,7 @@ class TrackEntryFormat:
         idx = np.array(tracks, dtype=np.int64)
         albums = c.track_album[idx].tolist()
         _bounded_fill(self._albums, albums, self.max_cached, self._album_fields)
-        rows = zip(tracks, pseudo_names(c.seed, KIND_TRACK, idx), c.track_ids[idx].tolist(),
+        rows = zip(tracks, self._names(KIND_TRACK, idx), c.track_ids[idx].tolist(),
                    albums, c.track_duration_ms[idx].tolist())
         for track, name, track_id, album, duration in rows:
             self._tracks[track] = (
@@ -345,12 +382,13 @@ def playlist_json(fields: dict, entries: str) -> str:
 
 
 def playlist_fields(rng: np.random.Generator, catalog: Catalog, pid: int,
-                    playlist: LatentPlaylist) -> dict:
-    """The MPD fields of a playlist other than `tracks`."""
+                    playlist: LatentPlaylist, named: bool = True) -> dict:
+    """The MPD fields of a playlist other than `tracks`; unnamed ones have an empty name and no
+    description (and draw no random numbers for them)."""
     tracks = playlist.tracks
     dominant = int(playlist.tastes[0])
-    fields: dict = {"pid": pid, "name": playlist_name(rng, catalog, dominant)}
-    if rng.random() < 0.02:
+    fields: dict = {"pid": pid, "name": playlist_name(rng, catalog, dominant) if named else ""}
+    if named and rng.random() < 0.02:
         fields["description"] = playlist_description(rng, catalog, dominant)
     fields.update(
         modified_at=playlist.day * 86_400,
