@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 
-from segue.batch.mpd.metrics import clicks, evaluate_rankings, ndcg, r_precision, recall_at_k
+from segue.batch.mpd.metrics import (METRICS, PlaylistScores, bootstrap_intervals, clicks, compare,
+                                     evaluate_rankings, ndcg, paired_comparison, r_precision, recall_at_k, verdict)
 
 
 def test_r_precision_counts_hits_in_the_first_len_g():
@@ -82,3 +84,129 @@ def test_evaluate_rankings_only_scores_the_first_500():
     assert result["overall"]["recall@500"] == 0.0
     assert result["overall"]["clicks"] == 51
     assert result["by_category"] == {}
+
+
+def test_evaluate_rankings_can_return_per_playlist_scores():
+    holdouts = {1: ["a", "b"], 2: ["c"], 3: ["d"]}
+    rankings = {1: ["a", "x", "b"], 2: ["x", "y", "c"]}
+    plain = evaluate_rankings(rankings, holdouts, {1: "t", 2: "t", 3: "u"})
+    result = evaluate_rankings(rankings, holdouts, {1: "t", 2: "t", 3: "u"}, per_playlist=True)
+    scores = result.pop("per_playlist")
+    assert result == plain  # the default output is unchanged
+    assert scores.pids == (1, 2, 3) and scores.metrics == METRICS and scores.scores.shape == (3, 7)
+    assert scores.means() == pytest.approx({m: plain["overall"][m] for m in METRICS})
+    assert scores.column("clicks").tolist() == [0.0, 0.0, 51.0]
+    assert scores.column("recall@500").tolist() == [1.0, 1.0, 0.0]
+
+
+def _scores(n, seed=1, shift=0.0, noise=None):
+    """Synthetic per-playlist scores for every metric: recall-like values in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    base = rng.beta(2, 5, size=(n, len(METRICS)))
+    if noise is not None:
+        base = base + noise
+    base = np.clip(base + shift, 0, 1)
+    return PlaylistScores(tuple(range(n)), METRICS, base)
+
+
+def test_bootstrap_intervals_contain_the_mean():
+    scores = _scores(400)
+    intervals = bootstrap_intervals(scores, resamples=1000, seed=0)
+    assert set(intervals) == set(METRICS)
+    for metric, mean in scores.means().items():
+        lo, hi = intervals[metric]
+        assert lo < mean < hi, (metric, lo, mean, hi)
+        # Roughly mean ± 1.96 standard errors.
+        se = scores.column(metric).std() / math.sqrt(400)
+        assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
+
+
+def test_bootstrap_intervals_accept_columns_by_metric():
+    values = np.random.default_rng(3).random(200)
+    assert bootstrap_intervals({"ndcg": values}, seed=5) == bootstrap_intervals(
+        PlaylistScores(tuple(range(200)), ("ndcg",), values[:, None]), seed=5)
+
+
+def test_bootstrap_intervals_shrink_with_more_playlists():
+    small = bootstrap_intervals(_scores(100), seed=0)
+    large = bootstrap_intervals(_scores(2500), seed=0)
+    for metric in METRICS:
+        width_small = small[metric][1] - small[metric][0]
+        width_large = large[metric][1] - large[metric][0]
+        assert width_large < 0.4 * width_small, metric  # sqrt(25) = 5 times narrower, about
+
+
+def test_bootstrap_intervals_are_deterministic_for_a_seed():
+    scores = _scores(300)
+    assert bootstrap_intervals(scores, seed=11) == bootstrap_intervals(scores, seed=11)
+    assert bootstrap_intervals(scores, seed=11) != bootstrap_intervals(scores, seed=12)
+    # A wider level gives a wider interval on the same resamples.
+    narrow, wide = bootstrap_intervals(scores, level=0.8), bootstrap_intervals(scores, level=0.99)
+    assert all(wide[m][0] < narrow[m][0] and narrow[m][1] < wide[m][1] for m in METRICS)
+
+
+def test_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError):
+        bootstrap_intervals({"ndcg": []})
+    with pytest.raises(ValueError):
+        bootstrap_intervals(_scores(10), level=1.5)
+
+
+def test_a_model_compared_with_itself_differs_by_exactly_zero():
+    scores = _scores(500)
+    for metric, row in compare(scores, scores, METRICS).items():
+        assert row["difference"] == 0.0 and row["difference_interval"] == (0.0, 0.0), metric
+        assert row["ratio"] == 1.0 and row["ratio_interval"] == (1.0, 1.0)
+        assert row["verdict"] == "tie"
+    one = paired_comparison(scores.column("ndcg"), scores.column("ndcg"), "ndcg")
+    assert one["difference_interval"] == (0.0, 0.0) and one["verdict"] == "tie"
+
+
+def test_a_clearly_better_model_is_better_and_an_identical_one_ties():
+    baseline = _scores(500, seed=2)
+    gain = np.random.default_rng(9).normal(0, 0.05, size=(500, len(METRICS)))
+    better = _scores(500, seed=2, shift=0.05, noise=gain)
+    # Same playlists in another order: the comparison pairs them by pid.
+    order = list(reversed(range(500)))
+    shuffled = PlaylistScores(tuple(order), METRICS, baseline.scores[order])
+    result = compare(better, shuffled, ("recall@100", "ndcg"))
+    assert result["recall@100"]["verdict"] == "better"
+    lo, hi = result["recall@100"]["difference_interval"]
+    assert 0 < lo <= result["recall@100"]["difference"] <= hi
+    assert result["recall@100"]["ratio_interval"][0] > 1
+    assert compare(baseline, better, ("ndcg",))["ndcg"]["verdict"] == "worse"
+    assert compare(baseline, shuffled, ("recall@100",))["recall@100"]["verdict"] == "tie"
+
+
+def test_unrelated_models_of_equal_quality_tie():
+    a, b = _scores(300, seed=4), _scores(300, seed=5)
+    assert paired_comparison(a, b, "recall@500")["verdict"] == "tie"
+
+
+def test_pairing_narrows_the_difference_interval():
+    # Playlists differ a lot in difficulty; the model adds a small, steady gain. Resampling the
+    # playlists for both together keeps the difficulty out of the difference.
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(400)
+    a = difficulty + 0.01 + rng.normal(0, 0.005, 400)
+    result = paired_comparison(a, difficulty, "recall@100")
+    assert result["verdict"] == "better"
+    unpaired_width = 2 * 1.96 * math.sqrt(a.var() / 400 + difficulty.var() / 400)
+    lo, hi = result["difference_interval"]
+    assert hi - lo < 0.1 * unpaired_width
+
+
+def test_verdict_direction_follows_the_metric():
+    assert verdict((0.01, 0.02), "recall@100") == "better"
+    assert verdict((-0.02, -0.01), "ndcg") == "worse"
+    assert verdict((-0.01, 0.02), "ndcg") == "tie"
+    assert verdict((0.0, 0.0), "ndcg") == "tie"
+    assert verdict((-3.0, -1.0), "clicks") == "better"  # fewer clicks is better
+    assert verdict((1.0, 3.0), "clicks") == "worse"
+
+
+def test_paired_comparison_needs_the_same_playlists():
+    with pytest.raises(ValueError):
+        compare(_scores(10), _scores(11))
+    with pytest.raises(ValueError):
+        paired_comparison(np.zeros(3), np.zeros(4))

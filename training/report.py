@@ -1,4 +1,9 @@
-"""The evaluation report: JSON for machines, a Markdown table for people, a Recall@K plot."""
+"""The evaluation report: JSON for machines, a Markdown table for people, a Recall@K plot.
+
+Uncertainty: each model's overall means carry 95% percentile bootstrap intervals over the held-out
+playlists (`intervals`), and each model is compared with the co-occurrence baseline by a paired
+bootstrap (`comparisons`): `better` / `worse` only when the interval of the difference excludes 0.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +18,86 @@ matplotlib.use("Agg")  # files only; no display here or on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 from segue.batch.mpd.categories import CATEGORIES  # noqa: E402
+from segue.batch.mpd.metrics import COMPARED_METRICS, PlaylistScores, bootstrap_intervals, compare  # noqa: E402
 
 _COLUMNS = ("recall@10", "recall@50", "recall@100", "recall@500", "ndcg", "r_precision", "clicks")
+BASELINE = "cooccurrence"  # what every model is compared with, when it was scored
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+def _fmt(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _signed(value: float, digits: int = 4) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def bootstrap_summary(scores: dict[str, PlaylistScores], baseline: str = BASELINE,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                      level: float = BOOTSTRAP_LEVEL) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:
+    """Per-model overall intervals and the paired comparisons with `baseline`, JSON-ready.
+
+    Every model is resampled with the same seed, so all intervals and comparisons draw the same
+    playlists. Returns `(intervals, comparisons)`: intervals is model -> {metric: [lo, hi]};
+    comparisons is `{"baseline", "metrics", "models": {model: {metric: {"difference",
+    "interval", "ratio", "ratio_interval", "verdict"}}}}`, or `{}` when the baseline was not scored.
+    """
+    intervals = {name: {m: [lo, hi] for m, (lo, hi) in
+                        bootstrap_intervals(s, resamples=resamples, seed=seed, level=level).items()}
+                 for name, s in scores.items()}
+    if baseline not in scores:
+        return intervals, {}
+    models = {}
+    for name, s in scores.items():
+        if name == baseline:
+            continue
+        compared = compare(s, scores[baseline], COMPARED_METRICS, resamples=resamples, seed=seed, level=level)
+        models[name] = {m: {"difference": c["difference"], "interval": list(c["difference_interval"]),
+                            "ratio": c["ratio"],
+                            "ratio_interval": None if c["ratio_interval"] is None else list(c["ratio_interval"]),
+                            "verdict": c["verdict"]}
+                        for m, c in compared.items()}
+    return intervals, {"baseline": baseline, "metrics": list(COMPARED_METRICS), "models": models}
+
+
+def _cell(result: dict[str, Any], metric: str) -> str:
+    digits = 2 if metric == "clicks" else 4
+    value = result["overall"][metric]
+    interval = (result.get("intervals") or {}).get(metric)
+    if interval is None:
+        return _fmt(value, digits)
+    digits -= 1  # a value with its interval: one digit fewer keeps the table readable
+    return f"{_fmt(value, digits)} [{_fmt(interval[0], digits)}, {_fmt(interval[1], digits)}]"
 
 
 def metrics_table(report: dict[str, Any]) -> str:
-    """Models x metrics (overall), plus cold-start Recall@500, as a Markdown table."""
+    """Models x metrics (overall), plus cold-start Recall@500, as a Markdown table.
+
+    Where the report has bootstrap intervals, each value is shown with its interval:
+    `0.318 [0.301, 0.335]`.
+    """
     head = ["model", *_COLUMNS, "cold-start recall@500"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, result in report["models"].items():
-        row = [_fmt(result["overall"][c]) if c != "clicks" else f"{result['overall'][c]:.2f}" for c in _COLUMNS]
+        row = [_cell(result, c) for c in _COLUMNS]
         lines.append(f"| {name} | " + " | ".join(row) + f" | {_fmt(result['cold_start']['recall@500'])} |")
+    return "\n".join(lines)
+
+
+def comparisons_table(report: dict[str, Any]) -> str:
+    """Each model minus the baseline: difference [interval] and verdict per metric; empty if none."""
+    comparisons = report.get("comparisons") or {}
+    if not comparisons.get("models"):
+        return ""
+    metrics = comparisons["metrics"]
+    head = ["model", *(f"{m} difference" for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rows in comparisons["models"].items():
+        cells = [f"{_signed(rows[m]['difference'], 3)} [{_signed(rows[m]['interval'][0], 3)}, "
+                 f"{_signed(rows[m]['interval'][1], 3)}] {rows[m]['verdict']}" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -47,7 +117,14 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ks = report["recall_ks"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, result in report["models"].items():
-        ax.plot(ks, [result["overall"][f"recall@{k}"] for k in ks], marker="o", label=name)
+        values = [result["overall"][f"recall@{k}"] for k in ks]
+        intervals = result.get("intervals")
+        if intervals:  # bootstrap intervals as asymmetric error bars
+            yerr = [[max(0.0, v - intervals[f"recall@{k}"][0]) for v, k in zip(values, ks)],
+                    [max(0.0, intervals[f"recall@{k}"][1] - v) for v, k in zip(values, ks)]]
+            ax.errorbar(ks, values, yerr=yerr, marker="o", capsize=3, label=name)
+        else:
+            ax.plot(ks, values, marker="o", label=name)
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K (full catalog)")
@@ -60,6 +137,22 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _uncertainty_section(report: dict[str, Any]) -> list[str]:
+    boot = report.get("bootstrap")
+    if not boot:
+        return []
+    lines = [f"Brackets: {boot['level']:.0%} percentile bootstrap intervals of the mean over the "
+             f"{report['heldout_playlists']} held-out playlists ({boot['resamples']} resamples, "
+             f"seed {boot['seed']}).", ""]
+    table = comparisons_table(report)
+    if table:
+        lines += [f"## Compared with `{report['comparisons']['baseline']}`", "",
+                  "Difference of means (model − baseline) with its paired bootstrap interval (same playlists "
+                  "resampled for both); `better` / `worse` only when the interval excludes 0, else `tie`.", "",
+                  table, ""]
+    return lines
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -67,7 +160,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
           f"{report['heldout_playlists']} held-out playlists edited after {report['split_time']}, "
           f"ranked against the full catalog of {report['catalog_tracks']} tracks (seeds excluded); "
           f"{report['cold_start_tracks']} tracks are cold-start (first seen after the split).", "",
-          "## Overall", "", metrics_table(report), "",
+          "## Overall", "", metrics_table(report), "", *_uncertainty_section(report),
           "## Recall@100 by challenge category", "", category_table(report), "",
           "![Recall@K](recall_at_k.png)", ""]
     (out_dir / "metrics.md").write_text("\n".join(md))
