@@ -3,11 +3,14 @@
     spark-submit batch/build_examples.py [--features data/features] [--output data/examples]
     segue batch examples ...                         (the same job, in-process)
 
-An example is (playlist state just before position p -> the track at p). Positions are sampled,
-at most `positions_per_playlist` per playlist, so long playlists do not dominate. Features come
-from Feast's `get_historical_features` with the FeatureServices `playlist_query_v1` (as of one
-second before the track was added) and `track_candidate_v1` (the label track as of its addition);
-the list of features is whatever those services hold in the registry, never a list kept here.
+An example is (playlist state just before position p -> a track at p or later): continuation asks
+for any of the hidden tracks, not only the next one. Query positions are sampled, at most
+`positions_per_playlist` per playlist, so long playlists do not dominate, and each gets up to
+`labels_per_position` labels drawn from the tracks at and after it. Features come from Feast's
+`get_historical_features` with the FeatureServices `playlist_query_v1` (as of one second before
+the track at p was added; read once per query position) and `track_candidate_v1` (the label track
+as of its addition); the list of features is whatever those services hold in the registry, never a
+list kept here.
 
 Split by time: T is a quantile of the playlists' last edits. Examples before T train; playlists
 edited after T are split into validation and test, and a share of them is held out whole, in the
@@ -54,6 +57,19 @@ def sample_positions(timeline: DataFrame, k: int, seed: int) -> DataFrame:
     """At most k positions per playlist, uniformly, so long playlists do not dominate."""
     order = Window.partitionBy("pid").orderBy(F.xxhash64("pid", "pos", F.lit(seed)))
     return timeline.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= k).drop("_r")
+
+
+def continuation_labels(timeline: DataFrame, positions: DataFrame, labels: int, seed: int) -> DataFrame:
+    """Up to `labels` tracks per query position, uniformly from the tracks at and after it.
+
+    Out: pid, pos (the query position), query_at (when the track at pos was added), label_pos,
+    track_uri and added_at (the label's).
+    """
+    queries = positions.select("pid", "pos", F.col("added_at").alias("query_at"))
+    later = timeline.select("pid", F.col("pos").alias("label_pos"), "track_uri", "added_at")
+    pairs = queries.join(later, "pid").where(F.col("label_pos") >= F.col("pos"))
+    order = Window.partitionBy("pid", "pos").orderBy(F.xxhash64("pid", "pos", "label_pos", F.lit(seed)))
+    return pairs.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= labels).drop("_r")
 
 
 def split_time(timeline: DataFrame, quantile: float) -> datetime:
@@ -119,18 +135,20 @@ def heldout_challenge(timeline: DataFrame, roles: DataFrame, playlists: DataFram
 
 
 def attach_features(store: FeatureStore, examples: pd.DataFrame) -> pd.DataFrame:
-    """Query features as of 1 s before the label was added; the label's features as of its addition."""
+    """Query features as of 1 s before the track at the query position was added, read once per
+    query position; the label's features as of its addition."""
+    positions = examples.drop_duplicates(["pid", "pos"])[["pid", "pos", "query_at"]]
     query = store.get_historical_features(
-        entity_df=pd.DataFrame({"example_id": examples.example_id, "pid": examples.pid,
-                                "event_timestamp": examples.added_at - pd.Timedelta(seconds=1)}),
+        entity_df=pd.DataFrame({"pid": positions.pid, "pos": positions.pos,
+                                "event_timestamp": positions.query_at - pd.Timedelta(seconds=1)}),
         features=store.get_feature_service(QUERY_SERVICE), full_feature_names=True).to_df()
     candidate = store.get_historical_features(
         entity_df=pd.DataFrame({"example_id": examples.example_id, "track_uri": examples.track_uri,
                                 "event_timestamp": examples.added_at}),
         features=store.get_feature_service(CANDIDATE_SERVICE), full_feature_names=True).to_df()
-    query = query.drop(columns=["event_timestamp", "pid"])
+    query = query.drop(columns=["event_timestamp"])
     candidate = candidate.drop(columns=["event_timestamp", "track_uri"])
-    return examples.merge(query, on="example_id").merge(candidate, on="example_id")
+    return examples.merge(query, on=["pid", "pos"]).merge(candidate, on="example_id")
 
 
 def service_features(store: FeatureStore, service: str) -> list[str]:
@@ -156,10 +174,14 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     timeline = spark.read.parquet(str(features_dir / "playlist_timeline")).cache()
     t = split_time(timeline, cfg.split_quantile)
     roles = playlist_roles(timeline, t, cfg.heldout_share, cfg.seed).cache()
-    sampled = assign_splits(sample_positions(timeline, cfg.positions_per_playlist, cfg.seed), roles, t)
+    positions = sample_positions(timeline, cfg.positions_per_playlist, cfg.seed)
+    labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
+    sampled = assign_splits(labelled, roles, t)
     examples = (sampled.withColumn("example_id", F.monotonically_increasing_id())
-                .select("example_id", "pid", "pos", "track_uri", "added_at", "split").toPandas())
-    examples["added_at"] = pd.to_datetime(examples["added_at"], utc=True)
+                .select("example_id", "pid", "pos", "query_at", "label_pos", "track_uri", "added_at", "split")
+                .toPandas())
+    for column in ("query_at", "added_at"):
+        examples[column] = pd.to_datetime(examples[column], utc=True)
     _LOGGER.info("positions sampled", extra={"examples": len(examples), "split_time": t.isoformat()})
 
     full = attach_features(store, examples)
@@ -187,7 +209,8 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
             "split_time": t.isoformat(), "features": str(features_dir.absolute()),
             "feature_store": str(store.repo_path),
             "feature_services": {s: service_features(store, s) for s in (QUERY_SERVICE, CANDIDATE_SERVICE)},
-            "positions_per_playlist": cfg.positions_per_playlist, "counts": counts_by_split,
+            "positions_per_playlist": cfg.positions_per_playlist, "labels_per_position": cfg.labels_per_position,
+            "query_positions": int(full[["pid", "pos"]].drop_duplicates().shape[0]), "counts": counts_by_split,
             "heldout_playlists": len(heldout),
             "heldout_by_category": heldout.category.value_counts().to_dict(),
             "seconds": round(seconds, 1), "examples_per_s": round(len(full) / seconds),

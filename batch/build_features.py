@@ -10,8 +10,9 @@ join asked "as of just before track p was added" sees exactly tracks 0..p-1.
 
 Tables (event_timestamp: UTC, microseconds):
   playlist_timeline   pid, pos, track_uri, added_at                (for training examples)
-  playlist_snapshots  pid, event_timestamp, name, counts as of then, recent track/artist/album uris
-                      (one row per position, and an empty one just before the first track)
+  playlist_snapshots  pid, event_timestamp, name, counts as of then, the whole track list so far
+                      (`track_uris`, newest `features.playlist_tracks` kept), recent track/artist/album
+                      uris (one row per position, and an empty one just before the first track)
   track_features      track_uri, event_timestamp = first_added_s (first added anywhere), names, ids,
                       metadata
   artist_features     artist_uri, event_timestamp, name, genres, popularity, followers
@@ -35,7 +36,7 @@ from pyspark.sql import functions as F
 from segue.batch.contracts import ContractChecker, ContractViolation
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
-from segue.settings import load_settings
+from segue.settings import FeatureSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
 DAY = 86_400
@@ -61,10 +62,11 @@ def playlist_timeline(playlists: DataFrame, playlist_tracks: DataFrame) -> DataF
             .select("pid", "pos", "track_uri", "artist_uri", "album_uri", "duration_ms", "session", "added_at"))
 
 
-def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, recent: int) -> DataFrame:
+def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, sequences: FeatureSettings) -> DataFrame:
     """One row per position (the playlist right after that track was added), plus its creation."""
     ordered = Window.partitionBy("pid").orderBy("pos")
-    last_n = ordered.rowsBetween(-(recent - 1), Window.currentRow)
+    last_n = ordered.rowsBetween(-(sequences.recent_tracks - 1), Window.currentRow)
+    whole = ordered.rowsBetween(-(sequences.playlist_tracks - 1), Window.currentRow)
     so_far = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     final = playlists.select("pid", "name", "collaborative", F.col("num_tracks").alias("final_tracks"),
                              F.col("num_followers").alias("final_followers"))
@@ -76,6 +78,7 @@ def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, recent: int) -
         # MPD gives only the final follower count; grow it with the playlist as an estimate.
         F.greatest(F.lit(1), F.round(F.col("final_followers") * (F.col("pos") + 1)
                                      / F.col("final_tracks")).cast("long")).alias("num_followers"),
+        F.collect_list("track_uri").over(whole).alias("track_uris"),
         F.collect_list("track_uri").over(last_n).alias("recent_track_uris"),
         F.collect_list("artist_uri").over(last_n).alias("recent_artist_uris"),
         F.collect_list("album_uri").over(last_n).alias("recent_album_uris"))
@@ -86,7 +89,7 @@ def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, recent: int) -
         "pid", (F.col("added_at") - F.expr("INTERVAL 1 SECOND")).alias("event_timestamp"), "name",
         "collaborative", F.lit(0).cast("long").alias("num_tracks"), F.lit(0).cast("long").alias("duration_ms"),
         F.lit(0).cast("long").alias("num_edits"), F.lit(1).cast("long").alias("num_followers"),
-        empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"), empty.alias("recent_album_uris"))
+        empty.alias("track_uris"), empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"), empty.alias("recent_album_uris"))
     return snap.unionByName(created)
 
 
@@ -119,9 +122,10 @@ def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
             .join(first_added, "artist_uri"))
 
 
-def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: int,
+def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences: FeatureSettings,
                    stream_records: Path | None = None) -> dict:
-    """`stream_records`: the stream's track_features record (`<paths.stream_dir>/track_features`)."""
+    """`sequences`: the lengths of the playlist sequences; `stream_records`: the stream's
+    track_features record (`<paths.stream_dir>/track_features`)."""
     def read(name: str) -> DataFrame:
         return spark.read.parquet(str(warehouse / name))
 
@@ -131,7 +135,7 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: i
         timeline_path = str(run_dir / "playlist_timeline")
         playlist_timeline(playlists, read("playlist_tracks")).write.parquet(timeline_path)
         timeline = spark.read.parquet(timeline_path)
-        playlist_snapshots(playlists, timeline, recent).write.parquet(str(run_dir / "playlist_snapshots"))
+        playlist_snapshots(playlists, timeline, sequences).write.parquet(str(run_dir / "playlist_snapshots"))
         tracks = track_features(read("tracks"), read("artists"), timeline)
         has_stream = stream_records is not None and any(Path(stream_records).glob("*.parquet"))
         if has_stream:
@@ -145,7 +149,8 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, recent: i
             raise ContractViolation(reports)
         streamed = tables["track_features"].join(read("tracks").select("track_uri"), "track_uri",
                                                  "left_anti").count() if has_stream else 0
-        manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": recent, "streamed_tracks": streamed,
+        manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": sequences.recent_tracks,
+                    "playlist_tracks": sequences.playlist_tracks, "streamed_tracks": streamed,
                     "counts": {n: df.count() for n, df in tables.items()},
                     "contracts": [r.to_dict() for r in reports]}
         (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -159,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=settings.paths.features_dir)
     p.add_argument("--recent", type=int, default=settings.features.recent_tracks,
                    help="tracks kept in the recent-sequence features")
+    p.add_argument("--playlist-tracks", type=int, default=settings.features.playlist_tracks,
+                   help="tracks kept (newest) in the whole-list feature `track_uris`")
     p.add_argument("--stream-records", type=Path, default=Path(settings.paths.stream_dir) / "track_features",
                    help="the stream's record of announced tracks, unioned in")
     p.add_argument("--master", default=None)
@@ -166,8 +173,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_spark_job("build_features", parse_args(argv), lambda spark, _, args: build_features(
-        spark, args.warehouse, args.output, args.recent, args.stream_records), ("counts",))
+    def run(spark: SparkSession, settings, args: argparse.Namespace) -> dict:
+        sequences = settings.features.model_copy(update={"recent_tracks": args.recent,
+                                                         "playlist_tracks": args.playlist_tracks})
+        return build_features(spark, args.warehouse, args.output, sequences, args.stream_records)
+
+    return run_spark_job("build_features", parse_args(argv), run, ("counts",))
 
 if __name__ == "__main__":
     sys.exit(main())

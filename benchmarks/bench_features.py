@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             ingest(spark, root / "mpd", settings.paths.warehouse_dir, root / "mpd" / "metadata")
             t = time.perf_counter()
             features = build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir,
-                                      settings.features.recent_tracks)
+                                      settings.features)
             build_features_s = time.perf_counter() - t
             repo = root / "feature_repo"
             shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))

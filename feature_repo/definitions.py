@@ -59,6 +59,9 @@ playlist_snapshots_fv = FeatureView(
         Field(name="duration_ms", dtype=Int64),
         Field(name="num_followers", dtype=Int64),
         Field(name="num_edits", dtype=Int64),
+        # The whole playlist so far (newest `features.playlist_tracks`): the query reads all of it,
+        # and serving never recommends a track already in it.
+        Field(name="track_uris", dtype=Array(String)),
         Field(name="recent_track_uris", dtype=Array(String)),
         Field(name="recent_artist_uris", dtype=Array(String)),
         Field(name="recent_album_uris", dtype=Array(String)),
@@ -114,7 +117,7 @@ artist_features_fv = FeatureView(
 playlist_query_v1 = FeatureService(
     name="playlist_query_v1",
     features=[playlist_snapshots_fv],
-    description="Query tower input: a playlist's name, counts and recent tracks as of a time",
+    description="Query tower input: a playlist's name, counts, whole track list and recent tracks as of a time",
 )
 track_candidate_v1 = FeatureService(
     name="track_candidate_v1",

@@ -67,9 +67,12 @@ def data() -> None:
 @click.option("--tastes", type=click.IntRange(min=4), default=None)
 @click.option("--challenge", "challenge_playlists", type=click.IntRange(min=10), default=None,
               help="Held-out challenge playlists (ten categories).")
+@click.option("--profile", type=click.Choice(["demo", "ids_only"]), default=None,
+              help="demo: MPD-like with names and metadata; ids_only: ids only, long radio-like "
+                   "playlists (default: settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def data_generate(settings: SegueSettings, out: Path | None, quiet: bool, **overrides: int | None) -> None:
+def data_generate(settings: SegueSettings, out: Path | None, quiet: bool, **overrides: int | str | None) -> None:
     """Generate MPD-shaped slices, track/artist metadata, a challenge set and a yardstick report."""
     from segue.batch.synth import generate
 
@@ -77,7 +80,7 @@ def data_generate(settings: SegueSettings, out: Path | None, quiet: bool, **over
     out = out or settings.paths.mpd_dir
     report = generate(out, playlists=gen.playlists, seed=gen.seed, tastes=gen.tastes,
                       start=gen.start, end=gen.end, challenge_playlists=gen.challenge_playlists,
-                      slice_size=gen.slice_size, progress=not quiet)
+                      slice_size=gen.slice_size, progress=not quiet, profile=gen.profile)
     stats = report["statistics"]
     click.echo(json.dumps({
         "out": str(out), "report": str(out / "generator_report.md"),
@@ -262,13 +265,14 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
     """Score the model and the baselines on the held-out playlists; print and write the report."""
     from segue.features.store import open_store
     from segue.training.evaluate import evaluate
-    from segue.training.report import category_table, metrics_table
+    from segue.training.report import category_table, comparisons_table, metrics_table
 
     model = model or Path(settings.paths.models_dir) / "latest"
     if not (model / "manifest.json").is_file():
         raise click.ClickException(f"no trained model at {model}; run `segue train` first")
     report = evaluate(settings, open_store(settings, profile), model, out)
-    click.echo(f"\n{metrics_table(report)}\n\nRecall@100 by category\n\n{category_table(report)}\n")
+    click.echo(f"\n{metrics_table(report)}\n\n{comparisons_table(report)}\n\n"
+               f"Recall@100 by category\n\n{category_table(report)}\n")
     click.echo(f"report: {Path(out or Path(report['model_dir']) / 'evaluation')}/metrics.{{json,md}}, recall_at_k.png")
 
 

@@ -69,7 +69,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             gen = settings.generate.model_copy(update={"playlists": playlists} if playlists else {})
             demo.run("generate MPD-shaped sample", lambda: _generated_facts(generate(
                 mpd_dir, playlists=gen.playlists, seed=gen.seed, tastes=gen.tastes, start=gen.start,
-                end=gen.end, challenge_playlists=gen.challenge_playlists, slice_size=gen.slice_size)))
+                end=gen.end, challenge_playlists=gen.challenge_playlists, slice_size=gen.slice_size, profile=gen.profile)))
 
         def validate() -> dict[str, Any]:
             n = entries = 0
@@ -92,7 +92,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
         def run_features() -> dict[str, Any]:
             spark = build_spark("segue-demo-features", settings.spark)
             manifest = build_features(spark, warehouse, Path(settings.paths.features_dir),
-                                      settings.features.recent_tracks,
+                                      settings.features,
                                       Path(settings.paths.stream_dir) / "track_features")
             return manifest["counts"]
 
@@ -151,7 +151,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
     if yardsticks.is_file():
         click.echo(f"  yardsticks      {yardsticks}")
     if report is not None:
-        from segue.training.report import metrics_table
+        from segue.training.report import comparisons_table, metrics_table
 
         evaluation = Path(report["model_dir"]) / "evaluation"
         click.echo(f"  model           {report['model_dir']}  (towers: query/, candidate/; ScaNN: retrieval/)\n"
@@ -160,6 +160,14 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
         click.secho(f"\nHeld-out playlists ({report['heldout_playlists']}), full catalog "
                     f"({report['catalog_tracks']:,} tracks), seeds excluded", bold=True)
         click.echo(metrics_table(report))
+        boot = report.get("bootstrap")
+        if boot:
+            click.echo(f"[brackets: {boot['level']:.0%} bootstrap intervals over the held-out playlists]")
+        comparisons = comparisons_table(report)
+        if comparisons:
+            click.secho(f"\nCompared with {report['comparisons']['baseline']} (difference, paired bootstrap "
+                        "interval; better/worse only when it excludes 0)", bold=True)
+            click.echo(comparisons)
     return 0
 
 

@@ -27,7 +27,7 @@ def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int
     generate(paths.mpd_dir, playlists=playlists, seed=seed, tastes=tastes, start=start, end=date(2017, 11, 1),
              challenge_playlists=challenge_playlists, progress=False)
     ingest(spark, paths.mpd_dir, paths.warehouse_dir, paths.metadata_dir)
-    build_features(spark, paths.warehouse_dir, paths.features_dir, settings.features.recent_tracks)
+    build_features(spark, paths.warehouse_dir, paths.features_dir, settings.features)
     repo = Path(paths.data_dir) / "feature_repo"
     shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     apply_definitions(settings, "local", repo)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -81,6 +81,10 @@ class GenerateSettings(BaseModel):
     end: date = date(2017, 11, 1)
     challenge_playlists: int = Field(1_000, ge=10)
     slice_size: int = Field(1_000, ge=1)
+    profile: Literal["demo", "ids_only"] = Field(
+        "demo", description="demo: MPD-like, with names, album/artist runs and metadata; "
+                            "ids_only: like a radio-playlist source where ids are all there is "
+                            "(long playlists, no names, no metadata/, one album per artist)")
 
     @field_validator("end")
     @classmethod
@@ -100,6 +104,9 @@ class FeatureSettings(BaseModel):
     redis_connection_string: str = "localhost:6379"
     recent_tracks: int = Field(10, ge=1, le=100,
                                description="Tracks in a playlist's recent-sequence features")
+    playlist_tracks: int = Field(250, ge=1, le=1000,
+                                 description="Tracks in a playlist's whole-list feature `track_uris`, newest kept "
+                                             "(MPD playlists hold at most 250)")
     repo_path: Path | None = Field(None, description="The Feast repo folder; default: the installed feature_repo/")
 
 
@@ -107,6 +114,8 @@ class ExampleSettings(BaseModel):
     """`segue batch examples`: how training examples are sampled and split."""
 
     positions_per_playlist: int = Field(16, ge=1, description="Query positions sampled per playlist")
+    labels_per_position: int = Field(2, ge=1, description="Labels per query position, drawn from the tracks at "
+                                                          "and after it (continuation asks for any later track)")
     split_quantile: float = Field(0.8, gt=0, lt=1,
                                   description="T = this quantile of playlists' modified_at; train before T")
     heldout_share: float = Field(0.3, ge=0, lt=1,

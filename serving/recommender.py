@@ -30,7 +30,7 @@ from segue.serving.api_models import (
     Filters, IndexVersion, RecommendationRequest, RecommendationResponse, SimilarTracksResponse, Track)
 from segue.serving.search_filters import candidates_to_fetch, diversify, search_expression
 from segue.serving.serving_target import ServingTarget, ServingTargets
-from segue.settings import ServeSettings
+from segue.settings import FeatureSettings, ServeSettings
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,8 +76,8 @@ class QueryFeatures:
 
 class Recommender:
     def __init__(self, store: FeatureStore, index: TrackIndex, targets: ServingTargets, cfg: ServeSettings,
-                 recent_tracks: int, metrics: ServingMetrics):
-        self.index, self.targets, self.cfg, self.recent, self.metrics = index, targets, cfg, recent_tracks, metrics
+                 sequences: FeatureSettings, metrics: ServingMetrics):
+        self.index, self.targets, self.cfg, self.sequences, self.metrics = index, targets, cfg, sequences, metrics
         self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
         self.seeds = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
                                          only=[f"track_features:{f}" for f in SEED_FIELDS])
@@ -140,15 +140,16 @@ class Recommender:
             row = (await self._features("playlist_features", timings,
                                         lambda: self.playlists.read([request.playlist_id])))[0]
             if row.found:
-                recent = list(row.features.get("recent_track_uris") or [])
+                # Every track already in the playlist is excluded, not only the recent ones.
+                known = list(row.features.get("track_uris") or [])
                 return QueryFeatures({n: [v] for n, v in row.features.items()}, "feature_store",
-                                     list(dict.fromkeys([*recent, *request.track_uris])), [])
+                                     list(dict.fromkeys([*known, *request.track_uris])), [])
             if not (request.name or "").strip() and not request.track_uris:
                 raise PlaylistNotFound(f"playlist {request.playlist_id} has no features online and the request "
                                        "gives no name or track_uris to start from")
         tracks = await self._track_features(self.seeds, list(dict.fromkeys(request.track_uris)), "seed_tracks",
                                             timings)
-        features = playlist_query_features((request.name or "").strip(), request.track_uris, tracks, self.recent)
+        features = playlist_query_features((request.name or "").strip(), request.track_uris, tracks, self.sequences)
         return QueryFeatures(features, "request", list(dict.fromkeys(request.track_uris)),
                              sorted({u for u in request.track_uris if u not in tracks}))
 

@@ -37,11 +37,12 @@ class TrackFeatures(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     track_uri: str = Field(pattern=_URI.format("track"))
-    track_name: str = Field(min_length=1, max_length=500)
+    # Names may be empty: sources with ids only have none, and the MPD reader takes them too.
+    track_name: str = Field(max_length=500)
     artist_uri: str = Field(pattern=_URI.format("artist"))
-    artist_name: str = Field(min_length=1, max_length=500)
+    artist_name: str = Field(max_length=500)
     album_uri: str = Field(pattern=_URI.format("album"))
-    album_name: str = Field(min_length=1, max_length=500)
+    album_name: str = Field(max_length=500)
     duration_ms: int = Field(gt=0, le=24 * 3600 * 1000)
     popularity: int | None = Field(None, ge=0, le=100)
     explicit: bool | None = None

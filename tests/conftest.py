@@ -61,7 +61,7 @@ def world(tmp_path_factory, spark):
 
     root = tmp_path_factory.mktemp("training")
     settings = load_settings(paths={"data_dir": root}, training=SMALL_TRAINING,
-                             examples={"positions_per_playlist": 4})
+                             examples={"positions_per_playlist": 4, "labels_per_position": 1})
     store = build_sample_world(spark, settings, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1),
                                challenge_playlists=20)
     return settings, store

@@ -124,12 +124,18 @@ def test_examples_carry_nothing_from_their_future(world, examples):
     assert all((splits[s].added_at >= t).all() for s in ("validation", "test"))
     assert not set(heldout.pid) & set(train.pid), "held-out playlists leaked into training"
     for row in train.itertuples():
-        # The query is the playlist as it was: exactly the tracks before the label's position.
+        # The query is the playlist as it was: exactly the tracks before the query position, all
+        # of them in `track_uris`. The label is a track at that position or later.
         before = tracks_of[row.pid][:row.pos]
         assert row.playlist_snapshots__num_tracks == row.pos
+        assert list(row.playlist_snapshots__track_uris) == before
         assert list(row.playlist_snapshots__recent_track_uris) == before[-RECENT:] if before else \
             len(row.playlist_snapshots__recent_track_uris) == 0
-        assert row.track_uri not in before
+        assert row.label_pos >= row.pos and tracks_of[row.pid][row.label_pos] == row.track_uri
+        assert row.query_at <= row.added_at
+    # Labels reach past the next track, and query positions are read once for several labels.
+    assert (train.label_pos > train.pos).mean() > 0.3
+    assert manifest["query_positions"] < sum(manifest["counts"].values())
     # The label track's features existed when it was added (first added at or before then).
     assert train.track_features__track_name.notna().all()
     expected = train.track_uri.map(train.track_uri.value_counts() / len(train))

@@ -66,15 +66,13 @@ def playlist_tracks(settings, pids: list[int]) -> dict[int, list[str]]:
 
 def test_known_playlist_gets_k_tracks_without_its_own(embedded):
     settings, url = embedded
-    store = open_store(settings)
     pid = 7
-    recent = lookup(store, "playlist_query_v1", "pid", [pid])[0].features["recent_track_uris"]
     r = recommend(url, playlist_id=pid, k=25)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["query_features"] == "feature_store" and body["returned"] == 25 and not body["partial"]
     uris = [t["track_uri"] for t in body["tracks"]]
-    assert len(set(uris)) == 25 and not set(uris) & set(recent)
+    assert len(set(uris)) == 25 and not set(uris) & set(playlist_tracks(settings, [pid])[pid])
     assert [t["rank"] for t in body["tracks"]] == list(range(1, 26))
     scores = [t["score"] for t in body["tracks"]]
     assert scores == sorted(scores, reverse=True)
@@ -99,6 +97,19 @@ def test_cold_playlist_from_tracks_or_name(embedded):
     assert recommend(url, playlist_id=10**9, name="late night drive", k=5).json()["query_features"] == "request"
 
 
+def test_no_track_of_a_known_playlist_is_ever_returned(embedded):
+    """Not only the recent window: every track the playlist holds stays out, for long playlists too."""
+    settings, url = embedded
+    tracks = playlist_tracks(settings, list(range(60)))
+    long_ones = sorted((p for p, uris in tracks.items() if len(uris) > 3 * settings.features.recent_tracks),
+                       key=lambda p: -len(tracks[p]))[:5]
+    assert long_ones, "the sample world has no long playlists to check"
+    for pid in long_ones:
+        body = recommend(url, playlist_id=pid, k=200).json()
+        assert body["excluded_seeds"] == len(set(tracks[pid])), pid
+        assert not {t["track_uri"] for t in body["tracks"]} & set(tracks[pid]), pid
+
+
 def test_a_cold_playlist_gets_the_features_batch_computed_for_it(embedded):
     """Train/serve skew check: the request-built features of a whole playlist equal the batch job's
     final snapshot online (edit sessions and followers excepted: a request has no history)."""
@@ -110,9 +121,9 @@ def test_a_cold_playlist_gets_the_features_batch_computed_for_it(embedded):
     all_uris = sorted({u for uris in tracks.values() for u in uris})
     track_rows = {r.key: r.features for r in lookup(store, "track_candidate_v1", "track_uri", all_uris)}
     for pid in pids:
-        built = playlist_query_features(online[pid]["name"], tracks[pid], track_rows, settings.features.recent_tracks,
+        built = playlist_query_features(online[pid]["name"], tracks[pid], track_rows, settings.features,
                                         collaborative=online[pid]["collaborative"])
-        for name in ("name", "collaborative", "num_tracks", "duration_ms", "recent_track_uris",
+        for name in ("name", "collaborative", "num_tracks", "duration_ms", "track_uris", "recent_track_uris",
                      "recent_artist_uris", "recent_album_uris"):
             assert built[name][0] == online[pid][name], (pid, name)
 

@@ -366,7 +366,7 @@ def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, 
     send(s, [good(new_event(t)) for t in tracks])
     run_daemon(s)
     source, _ = world
-    manifest = build_features(spark, source.paths.warehouse_dir, tmp_path / "features", source.features.recent_tracks,
+    manifest = build_features(spark, source.paths.warehouse_dir, tmp_path / "features", source.features,
                               Path(s.paths.stream_dir) / "track_features")
     table = pq.read_table(tmp_path / "features" / "track_features").to_pylist()
     by_uri = {r[KEY]: r for r in table}

@@ -30,9 +30,26 @@ def test_two_tower_beats_popularity_on_every_recall_at_k(trained):
     assert metrics["final_loss"] < 0.9 * metrics["chance_loss"] and metrics["candidate_cosine"] < 0.9
     assert set(report["models"]) == {"two_tower", "id_only_mf", "cooccurrence", "popularity"}
     assert report["heldout_playlists"] > 50 and report["models"]["two_tower"]["cold_start"]["playlists"] > 0
-    # Only content features can reach a track never seen in training; ids alone cannot.
-    assert report["models"]["two_tower"]["cold_start"]["recall@500"] > 0
-    assert report["models"]["id_only_mf"]["cold_start"]["recall@500"] == 0
+    # Content features reach tracks never seen in training. Ids alone reach them only through the
+    # few shared out-of-vocabulary buckets (see the next test), so they find fewer.
+    cold = {m: report["models"][m]["cold_start"]["recall@500"] for m in ("two_tower", "id_only_mf")}
+    assert cold["two_tower"] > 0 and cold["two_tower"] > cold["id_only_mf"], cold
+
+
+def test_id_only_model_gives_unseen_tracks_only_its_oov_bucket_embeddings(world, trained):
+    """Why id-only cold-start recall is not zero: every unseen track shares one of
+    `training.oov_buckets` embeddings, so at most that many distinct vectors exist for them."""
+    from segue.training.data import load_catalog
+
+    settings, store = world
+    model, report = trained
+    id_only = model.path / "baselines" / "id_only"
+    catalog = load_catalog(store)
+    seen = set(pd.read_parquet(settings.paths.examples_dir / "train", columns=["track_uri"]).track_uri)
+    unseen = np.array([u for u in catalog.track_uri if u not in seen], dtype=object)
+    assert len(unseen) > settings.training.oov_buckets
+    vectors = load_tower(id_only / "candidate").embed({"track_uri": unseen.tolist()})
+    assert len(np.unique(np.round(vectors, 5), axis=0)) <= settings.training.oov_buckets
 
 
 def test_evaluation_writes_json_markdown_and_plot(trained):

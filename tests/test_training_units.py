@@ -19,7 +19,7 @@ from segue.training.export import export_tower, load_tower, EmbeddingPipeline
 from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, classify, to_tensors
 from segue.training.model import chance_loss
 from segue.training.preprocessing import FeaturePreprocessor, id_lookup, id_vocabulary
-from segue.training.towers import MaskedMeanPooling, TrackCandidateTower
+from segue.training.towers import IdSequencePooling, MaskedMeanPooling, TrackCandidateTower
 
 
 def test_encodings_follow_feast_types_and_names():
@@ -76,6 +76,24 @@ def test_masked_mean_pooling_ignores_padding():
     ids = tf.constant([[4, 7, 0], [0, 0, 0]])
     pooled = MaskedMeanPooling()(embeddings, ids).numpy()
     assert pooled.tolist() == [[2.0, 3.0], [0.0, 0.0]]
+
+
+def test_id_sequence_pooling_gives_the_mean_and_a_recency_weighted_mean():
+    table = np.arange(20, dtype=np.float32).reshape(10, 2)
+    embedding = tf.keras.layers.Embedding(10, 2, embeddings_initializer=tf.constant_initializer(table))
+    pooling = IdSequencePooling(embedding, initial_rate=0.5)
+    ids = tf.constant([[1, 2, 3, 0], [4, 0, 0, 0], [0, 0, 0, 0]], tf.int64)
+    out = pooling(ids).numpy()
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out[:, :2], [table[[1, 2, 3]].mean(0), table[4], [0, 0]], rtol=1e-6)
+    weights = np.exp(-0.5 * np.array([2.0, 1.0, 0.0]))  # the newest (id 3) weighs most
+    np.testing.assert_allclose(out[0, 2:], weights @ table[[1, 2, 3]] / weights.sum(), rtol=1e-5)
+    np.testing.assert_allclose(out[1:, 2:], [table[4], [0, 0]], rtol=1e-6)
+    # The decay is learned: the loss reaches the rate through the recency half.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(pooling(ids)[:, 2:])
+    grads = tape.gradient(loss, pooling.trainable_weights)
+    assert all(g is not None for g in grads) and len(pooling.trainable_weights) == 2
 
 
 def test_chance_loss_is_the_loss_of_equal_scores():

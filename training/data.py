@@ -38,9 +38,14 @@ def read_split(examples_dir: Path, split: str) -> pa.Table:
 
 @dataclass
 class Examples:
-    """One split: raw tower inputs (as the signatures take them), labels and their probabilities."""
+    """One split: raw tower inputs (as the signatures take them), labels and their probabilities.
+
+    Several labels share one query position, so `query` holds each position once and
+    `query_index` maps every example to its row there: the whole-playlist lists are held once.
+    """
 
     query: dict[str, np.ndarray]
+    query_index: np.ndarray
     candidate: dict[str, np.ndarray]
     track_uri: np.ndarray
     sampling_probability: np.ndarray
@@ -52,8 +57,13 @@ class Examples:
     def from_table(cls, table: pa.Table, query_inputs: Sequence[TowerInput],
                    candidate_inputs: Sequence[TowerInput]) -> "Examples":
         columns = {name: table.column(name) for name in table.column_names}
+        keys = pd.MultiIndex.from_arrays([table.column("pid").to_numpy(), table.column("pos").to_numpy()])
+        query_index, _ = pd.factorize(keys)
+        _, first = np.unique(query_index, return_index=True)  # the first example of each position
+        queries = table.take(pa.array(first))
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
-        return cls(query=to_tensors(columns, query_inputs, by_column=True),
+        return cls(query=to_tensors({n: queries.column(n) for n in queries.column_names}, query_inputs, by_column=True),
+                   query_index=query_index.astype(np.int64),
                    candidate=to_tensors(columns, candidate_inputs, by_column=True),
                    track_uri=table.column(CANDIDATE_KEY).to_numpy(zero_copy_only=False).astype(object),
                    # A validation label unseen in training has no probability; it is never a
@@ -106,19 +116,23 @@ def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],
 
 
 def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-                     ids: np.ndarray, probability: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+                     ids: np.ndarray, probability: np.ndarray, batch_size: int, seed: int,
+                     query_index: np.ndarray | None = None) -> tf.data.Dataset:
     """Full batches of encoded examples in a new random order each epoch, prefetched.
 
     The arrays live in non-trainable variables and each batch is one gather of shuffled indices:
-    per-element shuffling and batching cost more than a training step on two cores.
+    per-element shuffling and batching cost more than a training step on two cores. `query_index`
+    maps each example to its row of `query` (default: one query row per example).
     """
     n = len(ids)
     if n < batch_size:
         raise ValueError(f"{n} training examples do not fill one batch of {batch_size}; "
                          "lower training.batch_size or build more examples")
-    arrays = {"query": dict(query), "candidate": dict(candidate), "candidate_id": ids,
-              "candidate_sampling_probability": probability}
-    stored = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), arrays)
+    query_index = np.arange(n, dtype=np.int64) if query_index is None else np.asarray(query_index, np.int64)
+    per_example = {"candidate": dict(candidate), "candidate_id": ids, "candidate_sampling_probability": probability,
+                   "query_index": query_index}
+    stored = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), per_example)
+    stored_query = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), dict(query))
     batches = n // batch_size
     generator = tf.random.Generator.from_seed(seed)
 
@@ -126,8 +140,12 @@ def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np
         order = tf.argsort(generator.uniform([n]))[:batches * batch_size]
         return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [batches, batch_size]))
 
+    def batch(idx):
+        out = tf.nest.map_structure(lambda v: tf.gather(v, idx), stored)
+        rows = out.pop("query_index")
+        return {**out, "query": tf.nest.map_structure(lambda v: tf.gather(v, rows), stored_query)}
+
     return (tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
-            .map(lambda idx: tf.nest.map_structure(lambda v: tf.gather(v, idx), stored),
-                 num_parallel_calls=tf.data.AUTOTUNE)
+            .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
             .apply(tf.data.experimental.assert_cardinality(batches))  # flat_map hides it from Keras
             .prefetch(tf.data.AUTOTUNE))

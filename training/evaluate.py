@@ -26,26 +26,29 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, evaluate_rankings, recall_at_k
-from segue.settings import SegueSettings
+from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evaluate_rankings, recall_at_k
+from segue.features.playlist_features import playlist_query_features
+from segue.settings import FeatureSettings, SegueSettings
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
 from segue.training.data import QUERY_SERVICE, Catalog, load_catalog
 from segue.training.export import ExportedTower, load_tower
 from segue.training.feature_inputs import ID_SEQUENCE, service_inputs
-from segue.training.report import write_report
+from segue.training.report import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, write_report
 from segue.training.train import train
 
 _LOGGER = logging.getLogger(__name__)
 ID_ONLY_VERSION = "id_only"
 
 
-def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catalog, recent: int) -> dict[str, list]:
+def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catalog,
+                      sequences: FeatureSettings) -> dict[str, list]:
     """Each case's query features, shaped as Feast serves `playlist_query_v1` (bare names).
 
     First-k cases are the playlist as it was just before its first hidden track: Feast's
     point-in-time read at `query_as_of`. Random-seed cases have no such moment; they take the
     playlist's final scalar features (the MPD challenge also reveals a playlist's size) with the
-    id sequences rebuilt from the seeds alone. The name is the case's (empty when untitled).
+    id sequences built from the seeds alone, by the function serving uses for a new playlist.
+    The name is the case's (empty when untitled).
     """
     service = store.get_feature_service(QUERY_SERVICE)
     as_of = heldout.query_as_of.fillna(heldout.modified_at)
@@ -55,17 +58,16 @@ def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catal
     df = df.sort_values("case_row").reset_index(drop=True)
     columns = {c: df[c].tolist() for c in df.columns if c not in ("case_row", "event_timestamp")}
     columns["name"] = heldout.name.tolist()
-    random_seeds = heldout.query_as_of.isna().to_numpy()
-    features = catalog.features
+    sequence_names = [s.name for s in service_inputs(store, QUERY_SERVICE, embed_entity_key=False)
+                      if s.encoding == ID_SEQUENCE]
     position = {uri: i for i, uri in enumerate(catalog.track_uri)}
-    for spec in service_inputs(store, QUERY_SERVICE, embed_entity_key=False):
-        if spec.encoding != ID_SEQUENCE:
-            continue
-        values = columns[spec.name]
-        lookup = None if spec.vocabulary == "track" else features[f"{spec.vocabulary}_uri"].to_pylist()
-        for row in np.flatnonzero(random_seeds):
-            seeds = list(heldout.seed_track_uris.iloc[row])[-recent:]
-            values[row] = seeds if lookup is None else [lookup[position[u]] for u in seeds if u in position]
+    track_ids = {n: catalog.features[n].to_pylist() for n in ("artist_uri", "album_uri")}
+    for row in np.flatnonzero(heldout.query_as_of.isna().to_numpy()):
+        seeds = list(heldout.seed_track_uris.iloc[row])
+        tracks = {u: {n: ids[position[u]] for n, ids in track_ids.items()} for u in seeds if u in position}
+        built = playlist_query_features("", seeds, tracks, sequences)
+        for name in sequence_names:
+            columns[name][row] = built[name][0]
     return columns
 
 
@@ -125,7 +127,7 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
                              columns=["pid", "track_uri", "added_at"]).to_pandas()
     history = TrainingHistory(timeline[(timeline.added_at < split_time) & ~timeline.pid.isin(heldout.pid)])
     catalog = load_catalog(store)
-    queries = challenge_queries(store, heldout, catalog, settings.features.recent_tracks)
+    queries = challenge_queries(store, heldout, catalog, settings.features)
     seeds = [list(s) for s in heldout.seed_track_uris]
     holdouts = [list(h) for h in heldout.holdout_track_uris]
     cold = set(catalog.track_uri) - set(history.tracks)
@@ -139,26 +141,38 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
     }
     pids = heldout.pid.tolist()
     results: dict[str, Any] = {}
+    per_playlist: dict[str, PlaylistScores] = {}
     for name, rank in rankers.items():
         t = time.perf_counter()
         rankings = rank()
         seconds = time.perf_counter() - t
         scored = evaluate_rankings(dict(zip(pids, rankings)), dict(zip(pids, holdouts)),
-                                   dict(zip(pids, heldout.category)))
+                                   dict(zip(pids, heldout.category)), per_playlist=True)
+        per_playlist[name] = scored.pop("per_playlist")
         results[name] = {**scored, "cold_start": cold_start_recall(rankings, holdouts, cold),
                          "seconds": round(seconds, 2)}
         _LOGGER.info("model scored", extra={"model": name, "seconds": round(seconds, 1),
                                             **{m: round(scored["overall"][m], 4) for m in ("recall@100", "ndcg")}})
+    # 95% bootstrap intervals over the held-out playlists, and paired comparisons with co-occurrence;
+    # a fixed seed: the same report for the same rankings, every model resampled on the same draws.
+    bootstrap_seed = 0
+    intervals, comparisons = bootstrap_summary(per_playlist, seed=bootstrap_seed)
+    for name, model_intervals in intervals.items():
+        results[name]["intervals"] = model_intervals
     report = {
         "model": manifest["version"], "model_dir": str(model_dir),
         "heldout_playlists": len(heldout), "catalog_tracks": len(catalog), "cold_start_tracks": len(cold),
         "split_time": examples_manifest["split_time"], "recall_ks": list(RECALL_KS),
         "seconds": round(time.perf_counter() - started, 1), "models": results,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": BOOTSTRAP_LEVEL, "seed": bootstrap_seed,
+                      "unit": "held-out playlist"},
+        "comparisons": comparisons,
     }
     write_report(report, out_dir)
     # The version's manifest carries its held-out figures too, next to the validation ones.
     manifest["evaluation"] = {"report": str(out_dir / "metrics.json"), "heldout_playlists": len(heldout),
                               "overall": results["two_tower"]["overall"],
+                              "intervals": results["two_tower"]["intervals"],
                               "cold_start": results["two_tower"]["cold_start"]}
     (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return report

@@ -147,7 +147,7 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     optimizer = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}[cfg.optimizer]
     model.compile(optimizer=optimizer(cfg.learning_rate), steps_per_execution=cfg.steps_per_execution)
     dataset = training_dataset(train_query, train_candidate, train_ids, train_ex.sampling_probability,
-                               cfg.batch_size, cfg.seed)
+                               cfg.batch_size, cfg.seed, query_index=train_ex.query_index)
 
     catalog = load_catalog(store)
     catalog_encoded = encode(candidate_pre, to_tensors(catalog.features, candidate_inputs))
@@ -158,7 +158,7 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
         model=model, query_preprocessor=query_pre, candidate_preprocessor=candidate_pre, lookups=lookups,
         train=train_ex, validation=validation, train_table=train_table, dataset=dataset, catalog=catalog,
         catalog_encoded=catalog_encoded,
-        validation_query=encode(query_pre, {k: v[rows] for k, v in validation.query.items()}),
+        validation_query=encode(query_pre, {k: v[validation.query_index[rows]] for k, v in validation.query.items()}),
         validation_labels=np.array([position.get(u, -1) for u in validation.track_uri[rows]]),
         batch_size=cfg.batch_size)
 
