@@ -39,7 +39,7 @@ def world(tmp_path_factory, spark, redis_url):
     settings = load_settings(paths={"data_dir": root}, examples={"positions_per_playlist": 4},
                              features={"redis_connection_string": redis_url, "recent_tracks": RECENT})
     ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
-    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, RECENT)
+    build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features)
     repo = root / "feature_repo"
     shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     return settings, repo
