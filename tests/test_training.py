@@ -45,7 +45,11 @@ def test_id_only_model_gives_unseen_tracks_only_its_oov_bucket_embeddings(world,
     model, report = trained
     id_only = model.path / "baselines" / "id_only"
     catalog = load_catalog(store)
-    seen = set(pd.read_parquet(settings.paths.examples_dir / "train", columns=["track_uri"]).track_uri)
+    # The vocabulary holds every track id of the training split: labels and the queries' lists.
+    train = pd.read_parquet(settings.paths.examples_dir / "train", columns=[
+        "track_uri", "playlist_snapshots__track_uris", "playlist_snapshots__recent_track_uris"])
+    seen = set(train.track_uri).union(*map(set, train.playlist_snapshots__track_uris),
+                                      *map(set, train.playlist_snapshots__recent_track_uris))
     unseen = np.array([u for u in catalog.track_uri if u not in seen], dtype=object)
     assert len(unseen) > settings.training.oov_buckets
     vectors = load_tower(id_only / "candidate").embed({"track_uri": unseen.tolist()})
