@@ -1,4 +1,4 @@
-"""The ten RecSys Challenge 2018 categories (shared/notes/mpd-format.md)."""
+"""The ten RecSys Challenge 2018 categories."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RecSys Challenge 2018 metrics (shared/notes/mpd-format.md), per playlist and averaged.
+"""The RecSys Challenge 2018 metrics, per playlist and averaged.
 
 `ranked` is a ranked list of recommended items (best first), `relevant` the held-out items. Items
 can be any hashable (track URIs, track indices). Only the first occurrence of an item in `ranked`

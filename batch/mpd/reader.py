@@ -35,7 +35,7 @@ class MpdFormatError(ValueError):
             where.append(f"field `{field}`")
         super().__init__(
             f"{', '.join(where)}: {reason}. "
-            "Fix or remove this record (see shared/notes/mpd-format.md for the format)."
+            "Fix or remove this record (the MPD README describes each field)."
         )
 
 

@@ -1,4 +1,4 @@
-"""MPD records as published (see shared/notes/mpd-format.md), plus the metadata files Segue adds.
+"""MPD records as published, plus the metadata files Segue adds.
 
 These TypedDicts are the one definition of the format: the strict reader validates against them
 and the Spark ingest derives its read schema from them.
