@@ -14,7 +14,9 @@ list kept here.
 
 Split by time: T is a quantile of the playlists' last edits. Examples before T train; playlists
 edited after T are split into validation and test, and a share of them is held out whole, in the
-ten challenge categories, for evaluation. Output: sharded Parquet per split, the held-out set, each
+ten challenge categories, for evaluation. The validation and test playlists also give the ranking
+stage its cases: seeds before the first track added after T, targets from T on (`ranker_cases`).
+Output: sharded Parquet per split, the held-out set, each
 track's sampling probability in the training examples (for logQ correction), and a manifest.
 """
 
@@ -99,6 +101,12 @@ def assign_splits(examples: DataFrame, roles: DataFrame, t: datetime) -> DataFra
     return with_role.withColumn("split", split).where(F.col("split").isNotNull()).drop("role")
 
 
+def _uris_in_order(cond: Column) -> Column:
+    """The track_uris of the rows where `cond` holds, in playlist order (an aggregate)."""
+    picked = F.sort_array(F.collect_list(F.when(cond, F.struct("pos", "track_uri"))))
+    return F.transform(picked, lambda s: s["track_uri"])
+
+
 def heldout_challenge(timeline: DataFrame, roles: DataFrame, playlists: DataFrame, seed: int) -> DataFrame:
     """Held-out playlists as challenge cases: a category each, seed tracks shown, the rest hidden."""
     cats = F.array(*[F.struct(F.lit(i).alias("i"), F.lit(c.min_tracks).alias("min"))
@@ -117,12 +125,9 @@ def heldout_challenge(timeline: DataFrame, roles: DataFrame, playlists: DataFram
     is_seed = F.when(F.col("cat.random"), F.col("_r") <= F.col("cat.seeds")).otherwise(F.col("pos") < F.col("cat.seeds"))
     entries = ranked.withColumn("is_seed", is_seed)
 
-    def uris(cond: Column) -> Column:
-        picked = F.sort_array(F.collect_list(F.when(cond, F.struct("pos", "track_uri"))))
-        return F.transform(picked, lambda s: s["track_uri"])
-
     grouped = entries.groupBy("pid", "cat").agg(
-        uris(F.col("is_seed")).alias("seed_track_uris"), uris(~F.col("is_seed")).alias("holdout_track_uris"),
+        _uris_in_order(F.col("is_seed")).alias("seed_track_uris"),
+        _uris_in_order(~F.col("is_seed")).alias("holdout_track_uris"),
         F.max("added_at").alias("modified_at"),
         # For first-k seeds the query is the playlist as it was before position k.
         F.min(F.when(~F.col("is_seed"), F.col("added_at"))).alias("first_holdout_added_at"))
@@ -132,6 +137,29 @@ def heldout_challenge(timeline: DataFrame, roles: DataFrame, playlists: DataFram
                     "seed_track_uris", "holdout_track_uris", "modified_at",
                     F.when(~F.col("cat.random"), F.col("first_holdout_added_at") - F.expr("INTERVAL 1 SECOND"))
                     .alias("query_as_of")))
+
+
+def ranker_cases(timeline: DataFrame, roles: DataFrame, t: datetime, seed: int) -> DataFrame:
+    """Cases for the ranking stage, from the validation and test playlists: only tracks added at or
+    after T are targets, so the ranker learns on a window the retrieval sources never saw.
+
+    Seeds are the playlist before its first target: what it held at T, or, for a playlist begun
+    after T, its first 1, 5, 10 or 25 tracks (fewer when short). Out: pid, seed_track_uris,
+    target_track_uris, query_as_of (1 s before the first target was added).
+    """
+    played = timeline.join(roles.where(F.col("role").isin("validation", "test")).select("pid"), "pid")
+    before = played.groupBy("pid").agg(F.sum(F.when(F.col("added_at") < F.lit(t), 1).otherwise(0)).alias("pre"),
+                                       F.count("*").alias("n"))
+    drawn = F.element_at(F.array(*[F.lit(k) for k in (1, 5, 10, 25)]),
+                         (F.abs(F.xxhash64("pid", F.lit(seed + 2))) % 4 + 1).cast("int"))
+    cut = before.withColumn("cut", F.when(F.col("pre") > 0, F.col("pre")).otherwise(F.least(drawn, F.col("n") - 1)))
+    entries = played.join(cut.where((F.col("cut") > 0) & (F.col("cut") < F.col("n"))).select("pid", "cut"), "pid")
+
+    is_seed = F.col("pos") < F.col("cut")
+    return entries.groupBy("pid").agg(
+        _uris_in_order(is_seed).alias("seed_track_uris"), _uris_in_order(~is_seed).alias("target_track_uris"),
+        (F.min(F.when(~is_seed, F.col("added_at"))) - F.expr("INTERVAL 1 SECOND")).alias("query_as_of"),
+        F.min(F.when(~is_seed, F.col("added_at"))).alias("first_target_at"))
 
 
 def attach_features(store: FeatureStore, examples: pd.DataFrame) -> pd.DataFrame:
@@ -193,6 +221,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
 
     playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
     heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
+    ranking = ranker_cases(timeline, roles, t, cfg.seed).toPandas()
     counts_by_split = {}
     with OutputPublisher(output) as run_dir:
         rng = np.random.default_rng(cfg.seed)
@@ -204,6 +233,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
             counts_by_split[split] = len(part)
         sampling.to_parquet(run_dir / "track_sampling.parquet", index=False)
         heldout.to_parquet(run_dir / "heldout_challenge.parquet", index=False)
+        ranking.to_parquet(run_dir / "ranker_cases.parquet", index=False)
         seconds = time.perf_counter() - started
         manifest = {
             "split_time": t.isoformat(), "features": str(features_dir.absolute()),
@@ -211,7 +241,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
             "feature_services": {s: service_features(store, s) for s in (QUERY_SERVICE, CANDIDATE_SERVICE)},
             "positions_per_playlist": cfg.positions_per_playlist, "labels_per_position": cfg.labels_per_position,
             "query_positions": int(full[["pid", "pos"]].drop_duplicates().shape[0]), "counts": counts_by_split,
-            "heldout_playlists": len(heldout),
+            "heldout_playlists": len(heldout), "ranker_cases": len(ranking),
             "heldout_by_category": heldout.category.value_counts().to_dict(),
             "seconds": round(seconds, 1), "examples_per_s": round(len(full) / seconds),
         }

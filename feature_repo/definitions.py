@@ -18,12 +18,14 @@ _SETTINGS = load_settings()
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _FEATURES_DIR = _SETTINGS.paths.features_dir
 FEATURES_DIR = _FEATURES_DIR if _FEATURES_DIR.is_absolute() else _REPO_ROOT / _FEATURES_DIR
+_NEIGHBOURS_DIR = _SETTINGS.paths.neighbours_dir
+NEIGHBOURS_DIR = _NEIGHBOURS_DIR if _NEIGHBOURS_DIR.is_absolute() else _REPO_ROOT / _NEIGHBOURS_DIR
 # Features never expire in point-in-time joins: a playlist's last state stays its state.
 NO_EXPIRY = timedelta(days=365 * 30)
 
 
-def _batch_source(name: str, table: str):
-    path = str(FEATURES_DIR / table)
+def _batch_source(name: str, table: str, folder: Path = FEATURES_DIR):
+    path = str(folder / table)
     if _SETTINGS.features.profile == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
@@ -43,6 +45,7 @@ artist = Entity(name="artist", join_keys=["artist_uri"], value_type=ValueType.ST
 playlist_snapshots_source = _batch_source("playlist_snapshots_source", "playlist_snapshots")
 track_features_source = _batch_source("track_features_source", "track_features")
 artist_features_source = _batch_source("artist_features_source", "artist_features")
+track_neighbours_source = _batch_source("track_neighbours_source", "track_neighbours", NEIGHBOURS_DIR)
 
 # Tracks that arrive by stream are pushed here; they land in the same view as batch tracks.
 track_push_source = PushSource(name="track_push_source", batch_source=track_features_source)
@@ -113,6 +116,22 @@ artist_features_fv = FeatureView(
     source=artist_features_source,
 )
 
+# Candidate source: each track's strongest co-occurring tracks over the towers' training window,
+# read online for a request's seed tracks. Built after the examples (it needs their split time).
+track_neighbours_fv = FeatureView(
+    name="track_neighbours",
+    entities=[track],
+    ttl=NO_EXPIRY,
+    schema=[
+        Field(name="playlists", dtype=Int64),
+        Field(name="neighbour_uris", dtype=Array(String)),
+        Field(name="neighbour_counts", dtype=Array(Int64)),
+    ],
+    online=True,
+    source=track_neighbours_source,
+    tags={"built_by": "segue batch neighbours"},
+)
+
 # Feature services: the towers' inputs, versioned with the model.
 playlist_query_v1 = FeatureService(
     name="playlist_query_v1",
@@ -123,4 +142,9 @@ track_candidate_v1 = FeatureService(
     name="track_candidate_v1",
     features=[track_features_fv],
     description="Candidate tower input: a track's names, ids, audio features and artist facts",
+)
+track_neighbours_v1 = FeatureService(
+    name="track_neighbours_v1",
+    features=[track_neighbours_fv],
+    description="Co-occurrence candidate source: a track's playlist count and its top co-occurring tracks",
 )

@@ -20,7 +20,8 @@ def profile_environment(settings: SegueSettings, profile: str) -> dict[str, str]
     """The variables Feast's YAML and definitions.py read; `feast` CLI users set the same ones."""
     return {"SEGUE_FEATURES__PROFILE": profile,
             "SEGUE_FEATURES__REDIS_CONNECTION_STRING": settings.features.redis_connection_string,
-            "SEGUE_PATHS__FEATURES_DIR": str(Path(settings.paths.features_dir).absolute())}
+            "SEGUE_PATHS__FEATURES_DIR": str(Path(settings.paths.features_dir).absolute()),
+            "SEGUE_PATHS__NEIGHBOURS_DIR": str(Path(settings.paths.neighbours_dir).absolute())}
 
 
 def open_store(settings: SegueSettings, profile: str | None = None,

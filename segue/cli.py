@@ -139,6 +139,10 @@ batch.command("features", context_settings=_PASS_THROUGH,
 batch.command("examples", context_settings=_PASS_THROUGH,
               help="Build point-in-time training examples (see `segue batch examples --help`).")(
     _spark_job("build_examples"))
+batch.command("neighbours", context_settings=_PASS_THROUGH,
+              help="Each track's top co-occurring tracks over the training window, for Feast "
+                   "(see `segue batch neighbours --help`).")(
+    _spark_job("build_neighbours"))
 
 
 @cli.group()
@@ -155,15 +159,18 @@ _PROFILE = click.option("--profile", type=click.Choice(["local", "redis", "spark
 @click.pass_obj
 def features_apply(settings: SegueSettings, profile: str | None) -> None:
     """`feast apply` for a profile, then check every view against its table."""
-    from segue.features.source_check import FeatureSourceError, check_feature_sources
+    from segue.features.source_check import FeatureSourceError, check_feature_sources, pending_views
     from segue.features.store import apply_definitions, open_store
 
     click.echo(apply_definitions(settings, profile))
+    store = open_store(settings, profile)
     try:
-        checked = check_feature_sources(open_store(settings, profile))
+        checked = check_feature_sources(store, allow_pending=True)
     except FeatureSourceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"sources match their tables: {', '.join(checked)}")
+    for view, job in pending_views(store).items():
+        click.echo(f"built later: {view} (after the training examples, by `{job}`)")
 
 
 @features.command("materialize")

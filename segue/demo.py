@@ -47,11 +47,12 @@ class Demo:
 def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: int | None) -> int:
     from segue.batch.build_examples import build_examples
     from segue.batch.build_features import build_features
+    from segue.batch.build_neighbours import build_neighbours
     from segue.batch.contracts import ContractViolation
     from segue.batch.ingest_mpd import ingest
     from segue.features.materialize import materialize
     from segue.features.online import lookup
-    from segue.features.source_check import FeatureSourceError, check_feature_sources
+    from segue.features.source_check import FeatureSourceError, check_feature_sources, pending_views
     from segue.features.store import apply_definitions, open_store
     from segue.batch.mpd import MpdFormatError, read_playlists
     from segue.batch.spark_session import build_spark
@@ -100,11 +101,29 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
 
         def run_apply() -> dict[str, Any]:
             apply_definitions(settings)
-            views = check_feature_sources(open_store(settings))
-            return {"profile": settings.features.profile, "views": len(views),
-                    "services": "playlist_query_v1, track_candidate_v1"}
+            store = open_store(settings)
+            views = check_feature_sources(store, allow_pending=True)
+            return {"profile": settings.features.profile, "views checked": len(views),
+                    "built later": ", ".join(pending_views(store)) or "none"}
 
         demo.run("feast apply + source check", run_apply)
+
+        def run_examples() -> dict[str, Any]:
+            spark = build_spark("segue-demo-examples", settings.spark)
+            manifest = build_examples(spark, settings, open_store(settings), Path(settings.paths.examples_dir))
+            return {**manifest["counts"], "heldout": manifest["heldout_playlists"],
+                    "split_time": manifest["split_time"][:10]}
+
+        examples = demo.run("training examples (point-in-time)", run_examples)
+
+        def run_neighbours() -> dict[str, Any]:
+            spark = build_spark("segue-demo-neighbours", settings.spark)
+            manifest = build_neighbours(spark, Path(settings.paths.features_dir), Path(settings.paths.examples_dir),
+                                        Path(settings.paths.neighbours_dir), settings.candidates)
+            return {"tracks": manifest["tracks"], "pairs kept": manifest["pairs_kept"],
+                    "window end": manifest["window_end"][:10]}
+
+        demo.run("co-occurrence neighbours (Spark)", run_neighbours)
 
         def run_materialize() -> dict[str, Any]:
             spark = build_spark("segue-demo-materialize", settings.spark)
@@ -116,14 +135,6 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
                     "unknown pid -1 found": sample[1].found}
 
         demo.run("materialize (contract-gated)", run_materialize)
-
-        def run_examples() -> dict[str, Any]:
-            spark = build_spark("segue-demo-examples", settings.spark)
-            manifest = build_examples(spark, settings, open_store(settings), Path(settings.paths.examples_dir))
-            return {**manifest["counts"], "heldout": manifest["heldout_playlists"],
-                    "split_time": manifest["split_time"][:10]}
-
-        examples = demo.run("training examples (point-in-time)", run_examples)
 
         if examples["train"] < settings.training.batch_size:
             click.secho(f"\nskipping training: {examples['train']} training examples do not fill one batch of "

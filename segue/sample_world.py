@@ -14,10 +14,11 @@ from segue.settings import SegueSettings
 
 def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int, tastes: int,
                        start: date, challenge_playlists: int) -> FeatureStore:
-    """generate -> ingest -> features -> feast apply -> materialize -> examples, all under
+    """generate -> ingest -> features -> feast apply -> examples -> neighbours -> materialize, all under
     `settings.paths.data_dir`; returns the store of the repo copy (SQLite online, DuckDB offline)."""
     from segue.batch.build_examples import build_examples
     from segue.batch.build_features import build_features
+    from segue.batch.build_neighbours import build_neighbours
     from segue.batch.ingest_mpd import ingest
     from segue.batch.synth import generate
     from segue.features.materialize import materialize
@@ -32,8 +33,9 @@ def build_sample_world(spark, settings: SegueSettings, playlists: int, seed: int
     shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     apply_definitions(settings, "local", repo)
     store = open_store(settings, "local", repo)
-    materialize(store, spark, full=True)
     build_examples(spark, settings, store, paths.examples_dir)
+    build_neighbours(spark, paths.features_dir, paths.examples_dir, paths.neighbours_dir, settings.candidates)
+    materialize(store, spark, full=True)
     return store
 
 

@@ -44,6 +44,10 @@ class PathSettings(BaseModel):
         None, description="Index builds (catalogue snapshots, embeddings) and the embedded Milvus "
                           "database; default <data_dir>/index"
     )
+    neighbours_dir: Path | None = Field(
+        None, description="The co-occurrence neighbour table Feast reads (`segue batch neighbours`); "
+                          "default <data_dir>/neighbours"
+    )
     stream_dir: Path | None = Field(
         None, description="The stream's offline record of pushed tracks (Parquet), which batch feature "
                           "runs union in; default <data_dir>/stream"
@@ -59,6 +63,7 @@ class PathSettings(BaseModel):
         self.models_dir = self.models_dir or self.data_dir / "models"
         self.index_dir = self.index_dir or self.data_dir / "index"
         self.stream_dir = self.stream_dir or self.data_dir / "stream"
+        self.neighbours_dir = self.neighbours_dir or self.data_dir / "neighbours"
         return self
 
 
@@ -122,6 +127,33 @@ class ExampleSettings(BaseModel):
                                  description="Share of post-T playlists held out whole in challenge categories")
     shards: int = Field(4, ge=1)
     seed: int = 13
+
+
+class CandidateSettings(BaseModel):
+    """Candidate sources besides the towers' ANN search, and how many each proposes."""
+
+    neighbours_per_track: int = Field(100, ge=1, le=1000, description="Co-occurring tracks kept per track "
+                                                                      "(`segue batch neighbours`)")
+    seed_tracks: int = Field(50, ge=1, le=1000, description="A playlist's newest tracks whose neighbours "
+                                                           "are read online")
+    tower: int = Field(200, ge=1, le=16_384, description="Candidates from the towers' ANN search")
+    neighbours: int = Field(200, ge=0, le=16_384, description="Candidates from co-occurrence (0: off)")
+
+
+class RankerSettings(BaseModel):
+    """The ranking stage: a DCN-v2 model over the merged candidates (`segue train` fits it)."""
+
+    enabled: bool = Field(True, description="Serve ranked candidates; false: the merged sources in "
+                                            "reciprocal-rank-fusion order (a request may also ask for it)")
+    cross_layers: int = Field(2, ge=0, le=6)
+    cross_low_rank: int | None = Field(None, ge=1)
+    layers: list[int] = Field(default_factory=lambda: [64, 32])
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(2048, ge=32)
+    learning_rate: float = Field(0.003, gt=0)
+    max_cases: int = Field(4000, ge=10, description="Ranker cases used for training (validation and test "
+                                                    "playlists after the split time)")
+    seed: int = 5
 
 
 class TrainingSettings(BaseModel):
@@ -262,6 +294,8 @@ class SegueSettings(BaseSettings):
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     examples: ExampleSettings = Field(default_factory=ExampleSettings)
+    candidates: CandidateSettings = Field(default_factory=CandidateSettings)
+    ranker: RankerSettings = Field(default_factory=RankerSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -28,7 +28,8 @@ def test_demo_on_a_generated_sample(tmp_path):
     out = result.stdout
     for step in ("generate MPD-shaped sample", "validate slices (strict reader)", "Spark ingest + data contracts",
                  "Spark feature tables", "feast apply + source check", "materialize (contract-gated)",
-                 "training examples (point-in-time)", "train two-tower model (TFRS)",
+                 "training examples (point-in-time)", "co-occurrence neighbours (Spark)",
+                 "train two-tower model (TFRS)",
                  "evaluate vs baselines (held-out)", "Milvus index rebuild (Beam) + swap",
                  "stream new tracks (Kafka -> daemon -> Feast + Milvus)",
                  "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
@@ -46,7 +47,8 @@ def test_demo_on_a_generated_sample(tmp_path):
                      "models/latest/query/saved_model.pb", "models/latest/candidate/saved_model.pb"):
         assert (tmp_path / "demo" / artifact).is_file(), artifact
     table = out[out.index("| model |"):]
-    for model in ("two_tower", "id_only_mf", "cooccurrence", "popularity"):
+    for model in ("two_tower", "full_pipeline", "merged_sources", "neighbours", "id_only_mf", "cooccurrence",
+                  "popularity"):
         assert f"| {model} |" in table
 
 

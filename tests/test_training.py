@@ -28,7 +28,8 @@ def test_two_tower_beats_popularity_on_every_recall_at_k(trained):
     # The model learned: well under chance-level loss, embeddings spread out.
     metrics = model.manifest["metrics"]
     assert metrics["final_loss"] < 0.9 * metrics["chance_loss"] and metrics["candidate_cosine"] < 0.9
-    assert set(report["models"]) == {"two_tower", "id_only_mf", "cooccurrence", "popularity"}
+    assert set(report["models"]) == {"two_tower", "full_pipeline", "merged_sources", "neighbours", "id_only_mf",
+                                     "cooccurrence", "popularity"}
     assert report["heldout_playlists"] > 50 and report["models"]["two_tower"]["cold_start"]["playlists"] > 0
     # Content features reach tracks never seen in training. Ids alone reach them only through the
     # few shared out-of-vocabulary buckets (see the next test), so they find fewer.
@@ -54,6 +55,61 @@ def test_id_only_model_gives_unseen_tracks_only_its_oov_bucket_embeddings(world,
     assert len(unseen) > settings.training.oov_buckets
     vectors = load_tower(id_only / "candidate").embed({"track_uri": unseen.tolist()})
     assert len(np.unique(np.round(vectors, 5), axis=0)) <= settings.training.oov_buckets
+
+
+def test_neighbour_table_holds_the_training_windows_co_occurrence_counts(world):
+    """Every kept neighbour's count is the number of training-window playlists holding both tracks
+    (entries before T, held-out playlists left out), strongest first, stamped T."""
+    from segue.training.baselines import TrainingHistory
+
+    settings, _ = world
+    split = pd.Timestamp(json.loads((settings.paths.examples_dir / "_manifest.json").read_text())["split_time"])
+    heldout = pd.read_parquet(settings.paths.examples_dir / "heldout_challenge.parquet", columns=["pid"])
+    timeline = pd.read_parquet(settings.paths.features_dir / "playlist_timeline", columns=["pid", "track_uri", "added_at"])
+    history = TrainingHistory(timeline[(timeline.added_at < split) & ~timeline.pid.isin(heldout.pid)])
+    table = pd.read_parquet(settings.paths.neighbours_dir / "track_neighbours")
+    assert set(table.track_uri) == set(history.tracks)
+    assert (pd.to_datetime(table.event_timestamp, utc=True) == split).all()
+    sample = table.sample(30, random_state=0)
+    co = (history.matrix.T @ history.matrix).tocsr()
+    for row in sample.itertuples():
+        i = history.position[row.track_uri]
+        assert row.playlists == history.counts[i]
+        counts = list(row.neighbour_counts)
+        assert counts == sorted(counts, reverse=True) and row.track_uri not in set(row.neighbour_uris)
+        assert counts == [co[i, history.position[u]] for u in row.neighbour_uris]
+        # Nothing stronger was left out.
+        others = co[i].toarray().ravel()
+        others[[i, *[history.position[u] for u in row.neighbour_uris]]] = 0
+        assert others.max() <= (counts[-1] if len(counts) == settings.candidates.neighbours_per_track else 0)
+
+
+def test_ranker_learns_only_from_tracks_added_after_the_retrieval_window(world, trained):
+    settings, _ = world
+    model, _ = trained
+    facts = model.manifest["ranker"]
+    split = pd.Timestamp(model.manifest["data"]["split_time"])
+    assert pd.Timestamp(facts["retrieval_window_end"]) == split and facts["cases"] > 20
+    assert pd.Timestamp(facts["targets_from"]) >= split
+    # Every target of every case was added at or after T; the towers' training examples before it.
+    cases = pd.read_parquet(settings.paths.examples_dir / "ranker_cases.parquet")
+    timeline = pd.read_parquet(settings.paths.features_dir / "playlist_timeline", columns=["pid", "track_uri", "added_at"])
+    targets = cases[["pid", "target_track_uris"]].explode("target_track_uris").rename(
+        columns={"target_track_uris": "track_uri"}).merge(timeline, on=["pid", "track_uri"])
+    assert len(targets) >= cases.target_track_uris.map(len).sum() and (targets.added_at >= split).all()
+    train_examples = pd.read_parquet(settings.paths.examples_dir / "train", columns=["added_at"])
+    assert (pd.to_datetime(train_examples.added_at, utc=True) < split).all()
+    heldout = set(pd.read_parquet(settings.paths.examples_dir / "heldout_challenge.parquet").pid)
+    assert not heldout & set(cases.pid)
+
+
+def test_ranked_pipeline_beats_the_towers_retrieval_order_on_held_out_playlists(trained):
+    """The ranker over both sources' candidates, scored on held-out playlists it never saw,
+    against the order the towers' search alone gives."""
+    _, report = trained
+    ranked, tower = report["models"]["full_pipeline"]["overall"], report["models"]["two_tower"]["overall"]
+    assert ranked["ndcg"] > tower["ndcg"] and ranked["recall@100"] > tower["recall@100"], (ranked, tower)
+    assert ranked["ndcg"] > report["models"]["cooccurrence"]["overall"]["ndcg"]
 
 
 def test_evaluation_writes_json_markdown_and_plot(trained):

@@ -27,48 +27,21 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evaluate_rankings, recall_at_k
-from segue.features.playlist_features import playlist_query_features
 from segue.settings import FeatureSettings, SegueSettings
+from segue.ranking.candidates import CandidateSet
+from segue.ranking.offline_sources import OfflineSources, neighbour_rankings, ordered
+from segue.ranking.ranker import ExportedRanker
+from segue.ranking.ranker_features import ranker_features
+from segue.ranking.train_ranker import RANKER_DIR, offline_sources
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
-from segue.training.data import QUERY_SERVICE, Catalog, load_catalog
+from segue.training.case_queries import challenge_queries
+from segue.training.data import Catalog, load_catalog
 from segue.training.export import ExportedTower, load_tower
-from segue.training.feature_inputs import ID_SEQUENCE, service_inputs
 from segue.training.report import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, write_report
 from segue.training.train import train
 
 _LOGGER = logging.getLogger(__name__)
 ID_ONLY_VERSION = "id_only"
-
-
-def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catalog,
-                      sequences: FeatureSettings) -> dict[str, list]:
-    """Each case's query features, shaped as Feast serves `playlist_query_v1` (bare names).
-
-    First-k cases are the playlist as it was just before its first hidden track: Feast's
-    point-in-time read at `query_as_of`. Random-seed cases have no such moment; they take the
-    playlist's final scalar features (the MPD challenge also reveals a playlist's size) with the
-    id sequences built from the seeds alone, by the function serving uses for a new playlist.
-    The name is the case's (empty when untitled).
-    """
-    service = store.get_feature_service(QUERY_SERVICE)
-    as_of = heldout.query_as_of.fillna(heldout.modified_at)
-    entity_df = pd.DataFrame({"pid": heldout.pid.to_numpy(), "case_row": np.arange(len(heldout)),
-                              "event_timestamp": pd.to_datetime(as_of, utc=True).dt.as_unit("us")})
-    df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    df = df.sort_values("case_row").reset_index(drop=True)
-    columns = {c: df[c].tolist() for c in df.columns if c not in ("case_row", "event_timestamp")}
-    columns["name"] = heldout.name.tolist()
-    sequence_names = [s.name for s in service_inputs(store, QUERY_SERVICE, embed_entity_key=False)
-                      if s.encoding == ID_SEQUENCE]
-    position = {uri: i for i, uri in enumerate(catalog.track_uri)}
-    track_ids = {n: catalog.features[n].to_pylist() for n in ("artist_uri", "album_uri")}
-    for row in np.flatnonzero(heldout.query_as_of.isna().to_numpy()):
-        seeds = list(heldout.seed_track_uris.iloc[row])
-        tracks = {u: {n: ids[position[u]] for n, ids in track_ids.items()} for u in seeds if u in position}
-        built = playlist_query_features("", seeds, tracks, sequences)
-        for name in sequence_names:
-            columns[name][row] = built[name][0]
-    return columns
 
 
 def tower_rankings(model_dir: Path, queries: Mapping[str, Any], catalog: Catalog,
@@ -90,6 +63,40 @@ def tower_rankings(model_dir: Path, queries: Mapping[str, Any], catalog: Catalog
     return out
 
 
+class _PipelineRankings:
+    """The ranking stage offline: candidates merged from both sources (computed once), then the
+    ranker's order, the fusion order without it, and the co-occurrence table alone."""
+
+    def __init__(self, settings: SegueSettings, model_dir: Path, ranker: dict | None, queries: Mapping[str, Any],
+                 catalog: Catalog, seeds: Sequence[Sequence[str]]):
+        self.available = bool(ranker) and (model_dir / RANKER_DIR).is_dir()
+        self.settings, self.model_dir, self.facts = settings, model_dir, ranker or {}
+        self.queries, self.catalog, self.seeds = queries, catalog, seeds
+        self._sources: OfflineSources | None = None
+        self._sets: list[CandidateSet] | None = None
+
+    def _candidate_sets(self) -> list[CandidateSet]:
+        if self._sets is None:
+            self._sources = offline_sources(self.settings, self.model_dir, self.catalog,
+                                            Path(self.facts["neighbour_table"]))
+            vectors = load_tower(self.model_dir / "query").embed(self.queries)
+            self._sets = self._sources.candidate_sets(vectors, self.seeds, max(self.settings.candidates.tower,
+                                                                                MAX_RANKED))
+        return self._sets
+
+    def ranked(self) -> list[list[str]]:
+        ranker = ExportedRanker(self.model_dir / RANKER_DIR)
+        return [ordered(c, np.argsort(-ranker.score(ranker_features(c)), kind="stable"), MAX_RANKED)
+                for c in self._candidate_sets()]
+
+    def merged(self) -> list[list[str]]:
+        return [ordered(c, c.fused_order(), MAX_RANKED) for c in self._candidate_sets()]
+
+    def neighbours(self) -> list[list[str]]:
+        self._candidate_sets()
+        return neighbour_rankings(self._sources, self.seeds, MAX_RANKED)
+
+
 def cold_start_recall(rankings: Sequence[Sequence[str]], holdouts: Sequence[Sequence[str]], cold: set[str],
                       k: int = MAX_RANKED) -> dict[str, float]:
     """Recall@k of hidden tracks first seen after the split, over cases that have any."""
@@ -106,7 +113,7 @@ def _id_only_model(settings: SegueSettings, store: FeatureStore, model_dir: Path
         mf = settings.training.model_copy(update={"inputs": "ids", "layers": [], "cross": "none"})
         ids = settings.model_copy(update={"training": mf})
         train(ids, store, examples_dir=examples_dir, models_dir=path.parent, version=ID_ONLY_VERSION,
-              publish_latest=False)
+              publish_latest=False, with_ranker=False)
     return path
 
 
@@ -132,8 +139,11 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
     holdouts = [list(h) for h in heldout.holdout_track_uris]
     cold = set(catalog.track_uri) - set(history.tracks)
 
+    staged = _PipelineRankings(settings, model_dir, manifest.get("ranker"), queries, catalog, seeds)
     rankers = {
         "two_tower": lambda: tower_rankings(model_dir, queries, catalog, seeds),
+        **({"full_pipeline": staged.ranked, "merged_sources": staged.merged, "neighbours": staged.neighbours}
+           if staged.available else {}),
         "id_only_mf": lambda: tower_rankings(_id_only_model(settings, store, model_dir, examples_dir),
                                              queries, catalog, seeds),
         "cooccurrence": lambda: cooccurrence_rankings(history, seeds, MAX_RANKED),

@@ -165,8 +165,9 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
 
 def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | None = None,
           models_dir: Path | None = None, version: str | None = None, verbose: int | None = None,
-          publish_latest: bool = True) -> TrainedModel:
-    """Trains, exports and returns the model version written under `models_dir`."""
+          publish_latest: bool = True, with_ranker: bool = True) -> TrainedModel:
+    """Trains, exports and returns the model version written under `models_dir`: the towers and,
+    with `with_ranker`, the ranking stage over them and the co-occurrence table."""
     cfg = settings.training
     examples_dir = Path(examples_dir or settings.paths.examples_dir)
     models_dir = Path(models_dir or settings.paths.models_dir)
@@ -208,6 +209,16 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
                         k=RETRIEVAL_K, kind=retrieval_kind)
     export_retrieval(out / "retrieval", index, {i.name: i.spec for i in query_pre.inputs}, retrieval_kind)
 
+    ranker = None
+    if with_ranker:
+        from segue.ranking.train_ranker import NEIGHBOURS_TABLE, train_ranker
+
+        neighbours = Path(settings.paths.neighbours_dir) / NEIGHBOURS_TABLE
+        if not neighbours.exists():
+            raise FileNotFoundError(f"no co-occurrence table at {neighbours}: the ranker needs it. Run "
+                                    "`segue batch neighbours` after `segue batch examples`, then train again")
+        ranker = train_ranker(settings, store, out, examples_dir, neighbours, verbose=0)
+
     lookups = setup.lookups
     track_vocab = set(lookups["track"].get_vocabulary()[1 + cfg.oov_buckets:]) if "track" in lookups else set()
     manifest = {
@@ -234,6 +245,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
                   "examples_per_s": round(epochs_run * steps * cfg.batch_size / fit_seconds),
                   "total_seconds": round(time.perf_counter() - started, 1)},
         "retrieval": {"kind": retrieval_kind, "k": RETRIEVAL_K},
+        "ranker": ranker,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

@@ -146,6 +146,15 @@ def artist_features() -> list[Expectation]:
     return [*_not_null("artist_uri", "event_timestamp"), _unique("artist_uri")]
 
 
+def track_neighbours() -> list[Expectation]:
+    return [
+        *_not_null("track_uri", "event_timestamp", "playlists", "neighbour_uris", "neighbour_counts"),
+        _unique("track_uri"),
+        gxe.ExpectColumnValuesToBeBetween(column="playlists", min_value=1,
+                                          description="every track in the table is on at least one playlist"),
+    ]
+
+
 SUITES: dict[str, Callable[[], list[Expectation]]] = {
     "raw_playlists": raw_playlists,
     "raw_tracks": raw_tracks,
@@ -158,4 +167,5 @@ SUITES: dict[str, Callable[[], list[Expectation]]] = {
     "playlist_snapshots": playlist_snapshots,
     "track_features": track_features,
     "artist_features": artist_features,
+    "track_neighbours": track_neighbours,
 }
