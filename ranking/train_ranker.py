@@ -36,6 +36,11 @@ def offline_sources(settings: SegueSettings, model_dir: Path, catalog: Catalog, 
                           settings.candidates)
 
 
+def _utc(value) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return t.tz_localize("UTC") if t.tzinfo is None else t
+
+
 def labelled_rows(sets: list[CandidateSet], targets: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([ranker_features(c) for c in sets])
     y = np.concatenate([np.isin(c.track_uri, t) for c, t in zip(sets, targets)]).astype(np.float32)
@@ -68,7 +73,7 @@ def train_ranker(settings: SegueSettings, store: FeatureStore, model_dir: Path, 
     facts = {
         "cases": len(cases), "rows": len(x), "positives": int(y.sum()),
         "retrieval_window_end": split_time.isoformat(),
-        "targets_from": pd.Timestamp(cases.first_target_at.min()).isoformat(),
+        "targets_from": _utc(cases.first_target_at.min()).isoformat(),
         "neighbour_table": str(Path(neighbour_table).resolve()),
         "candidates": settings.candidates.model_dump(), "settings": cfg.model_dump(),
         "rows_per_s": round(len(x) * cfg.epochs / fit_seconds), "seconds": round(time.perf_counter() - started, 1),
