@@ -86,18 +86,15 @@ def merge_candidates(tower_uris: Sequence[str], neighbour_uris: Sequence[str], n
     """The union of both sources' lists, each track once, with its rank in each."""
     order = list(dict.fromkeys([*tower_uris, *neighbour_uris]))
     tower = {u: i + 1 for i, u in enumerate(tower_uris)}
-    neighbour = {u: i for i, u in enumerate(neighbour_uris)}
-    n_rank = np.array([neighbour[u] + 1 if u in neighbour else 0 for u in order], np.int64)
-    rows = n_rank - 1
-    return CandidateSet(
-        track_uri=np.array(order, dtype=object),
-        tower_rank=np.array([tower.get(u, 0) for u in order], np.int64),
-        neighbour_rank=n_rank,
-        neighbour_count=np.where(n_rank > 0, np.asarray(neighbour_counts, np.float64)[rows.clip(0)], 0.0)
-        if len(neighbour_uris) else np.zeros(len(order)),
-        neighbour_hits=np.where(n_rank > 0, np.asarray(neighbour_hits, np.int64)[rows.clip(0)], 0)
-        if len(neighbour_uris) else np.zeros(len(order), np.int64),
-        seeds_read=seeds_read)
+    neighbour = {u: (i + 1, float(c), int(h))
+                 for i, (u, c, h) in enumerate(zip(neighbour_uris, neighbour_counts, neighbour_hits))}
+    absent = (0, 0.0, 0)
+    n_rank, n_count, n_hits = (np.array(col) for col in zip(*[neighbour.get(u, absent) for u in order])) \
+        if order else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+    return CandidateSet(track_uri=np.array(order, dtype=object),
+                        tower_rank=np.array([tower.get(u, 0) for u in order], np.int64),
+                        neighbour_rank=n_rank.astype(np.int64), neighbour_count=n_count.astype(np.float64),
+                        neighbour_hits=n_hits.astype(np.int64), seeds_read=seeds_read)
 
 
 def artist_shares(candidate_artists: Sequence[str | None], seed_artists: Sequence[str | None]) -> np.ndarray:

@@ -4,7 +4,7 @@ index; everything after the lists (merge, features) is the code serving runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from segue.ranking.candidates import (
     CandidateSet, NeighbourList, artist_shares, merge_candidates, neighbour_candidates, seeds_to_read)
 from segue.settings import CandidateSettings
+from segue.training.baselines import top_indices
 
 
 def read_neighbour_table(path: Path) -> tuple[dict[str, NeighbourList], dict[str, int]]:
@@ -37,24 +38,20 @@ class OfflineSources:
         self.lists, self.playlists = read_neighbour_table(neighbour_table)
         self.cfg = cfg
 
-    def _tower_top(self, query: np.ndarray, exclude: Sequence[int], k: int) -> list[str]:
-        scores = self.embeddings @ query
-        scores[list(exclude)] = -np.inf
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return self.uris[top[np.isfinite(scores[top])]].tolist()
+    def neighbour_lists(self, seeds: Sequence[str]) -> tuple[list[str], dict[str, NeighbourList]]:
+        read = seeds_to_read(seeds, self.cfg.seed_tracks)
+        return read, {u: self.lists[u] for u in read if u in self.lists}
 
     def candidate_set(self, query: np.ndarray, seeds: Sequence[str], tower_k: int) -> CandidateSet:
         """The merged candidates of one query whose playlist holds `seeds` (oldest first)."""
         exclude = set(seeds)
-        tower = self._tower_top(query, [self.position[u] for u in exclude if u in self.position], tower_k)
-        read = seeds_to_read(seeds, self.cfg.seed_tracks)
-        lists = {u: self.lists[u] for u in read if u in self.lists}
-        n_uris, n_counts, n_hits = neighbour_candidates(lists, exclude, self.cfg.neighbours)
-        c = merge_candidates(tower, n_uris, n_counts, n_hits, len(read))
-        rows = [self.position.get(u, -1) for u in c.track_uri]
-        c.tower_score = np.array([float(self.embeddings[r] @ query) if r >= 0 else 0.0 for r in rows])
+        scores = self.embeddings @ query
+        tower = self.uris[top_indices(scores, [self.position[u] for u in exclude if u in self.position],
+                                      tower_k)].tolist()
+        read, lists = self.neighbour_lists(seeds)
+        c = merge_candidates(tower, *neighbour_candidates(lists, exclude, self.cfg.neighbours), len(read))
+        rows = np.array([self.position.get(u, -1) for u in c.track_uri], np.int64)
+        c.tower_score = np.where(rows >= 0, scores[rows.clip(0)], 0.0)
         c.popularity = np.array([self.playlists.get(u, 0) for u in c.track_uri], np.float64)
         seed_artists = [self.artists[self.position[u]] if u in self.position else None for u in read]
         c.artist_share = artist_shares([self.artists[r] if r >= 0 else None for r in rows], seed_artists)
@@ -66,12 +63,7 @@ class OfflineSources:
 
 def neighbour_rankings(sources: OfflineSources, seeds: Sequence[Sequence[str]], k: int) -> list[list[str]]:
     """The co-occurrence source alone: the table's neighbours of the newest seeds."""
-    out = []
-    for case in seeds:
-        read = seeds_to_read(case, sources.cfg.seed_tracks)
-        lists = {u: sources.lists[u] for u in read if u in sources.lists}
-        out.append(neighbour_candidates(lists, set(case), k)[0])
-    return out
+    return [neighbour_candidates(sources.neighbour_lists(case)[1], set(case), k)[0] for case in seeds]
 
 
 def ordered(c: CandidateSet, order: np.ndarray, k: int) -> list[str]:

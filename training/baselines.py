@@ -29,7 +29,8 @@ class TrainingHistory:
         self.counts = np.asarray(matrix.sum(axis=0)).ravel()
 
 
-def _top(scores: np.ndarray, exclude: Sequence[int], k: int) -> np.ndarray:
+def top_indices(scores: np.ndarray, exclude: Sequence[int], k: int) -> np.ndarray:
+    """Indices of the k highest finite scores, best first, `exclude` left out."""
     scores = scores.astype(np.float64, copy=True)
     scores[list(exclude)] = -np.inf
     k = min(k, len(scores))
@@ -43,7 +44,7 @@ def popularity_rankings(history: TrainingHistory, seeds: Sequence[Sequence[str]]
     out = []
     for case in seeds:
         exclude = [history.position[u] for u in case if u in history.position]
-        out.append(history.tracks[_top(history.counts, exclude, k)].tolist())
+        out.append(history.tracks[top_indices(history.counts, exclude, k)].tolist())
     return out
 
 
@@ -66,5 +67,5 @@ def cooccurrence_rankings(history: TrainingHistory, seeds: Sequence[Sequence[str
         scores = (q @ history.matrix.T @ history.matrix).toarray() + tie_break
         for r, case in enumerate(block):
             exclude = [history.position[u] for u in case if u in history.position]
-            out.append(history.tracks[_top(scores[r], exclude, k)].tolist())
+            out.append(history.tracks[top_indices(scores[r], exclude, k)].tolist())
     return out
