@@ -53,6 +53,7 @@ bench: install services
 	$(BIN)/python benchmarks/bench_index_rebuild.py --data $(DEMO_DIR)   # needs `make demo` first
 	$(BIN)/python benchmarks/bench_stream.py --data $(DEMO_DIR)          # needs `make demo` first
 	$(BIN)/python benchmarks/bench_serving.py --data $(DEMO_DIR)         # needs `make demo` first
+	$(BIN)/python benchmarks/bench_ranking.py --data $(DEMO_DIR)         # needs `make demo` first
 
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:

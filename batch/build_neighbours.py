@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -51,6 +52,22 @@ _SCHEMA = T.StructType([
     T.StructField("neighbour_uris", T.ArrayType(T.StringType(), False), False),
     T.StructField("neighbour_counts", T.ArrayType(T.LongType(), False), False),
 ])
+
+
+def publish_empty_table(output: Path) -> bool:
+    """Publishes an empty `track_neighbours` under `output` unless a table is already there, so Feast
+    can register and check the view before the first run (Feast's Spark source refuses a missing
+    path at `feast apply`). No rows: no neighbours until `segue batch neighbours`. True if written."""
+    if (Path(output) / TABLE).exists():
+        return False
+    schema = pa.schema([("track_uri", pa.string()), ("playlists", pa.int64()),
+                        ("neighbour_uris", pa.list_(pa.string())), ("neighbour_counts", pa.list_(pa.int64())),
+                        ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+    with OutputPublisher(output) as run_dir:
+        (run_dir / TABLE).mkdir()
+        pq.write_table(schema.empty_table(), run_dir / TABLE / "part-00000.parquet")
+        (run_dir / "_manifest.json").write_text(json.dumps({"tracks": 0, "empty": "run `segue batch neighbours`"}))
+    return True
 
 
 def window_entries(timeline: DataFrame, until: datetime, excluded_pids: DataFrame) -> DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from pyspark import SparkConf
@@ -32,6 +34,11 @@ def build_spark(app_name: str, settings: SparkSettings, master: str | None = Non
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}",
         **settings.conf,
     }
+
+    # Python workers (mapInPandas) otherwise start whichever `python3` is first on PATH, which
+    # outside an activated virtualenv lacks Segue and its packages. PySpark reads only the
+    # environment variable when it starts the context in-process; a cluster sets its own.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

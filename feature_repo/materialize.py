@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 from segue.batch import build_neighbours
 from segue.batch.build_features import FEATURE_TABLE_IDS
 from segue.batch.contracts import ContractChecker, ContractViolation
-from segue.features.source_check import check_feature_sources, pending_views, source_path
+from segue.features.source_check import check_feature_sources, source_path
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,25 +33,19 @@ def materialize(store: FeatureStore, spark: SparkSession, end: datetime | None =
     needed after a rebuild of the feature tables or a new feature in a view, since Feast's
     incremental run would skip rows whose times it has already passed.
     """
-    pending = pending_views(store)
-    views = check_feature_sources(store, allow_pending=True)
-    if pending:
-        _LOGGER.warning("views left for later: their tables are not built yet",
-                        extra={"pending": ", ".join(f"{v} (run `{job}`)" for v, job in pending.items())})
+    views = check_feature_sources(store)
     table_ids = {**FEATURE_TABLE_IDS, build_neighbours.TABLE: build_neighbours.TABLE_IDS}
     checker = ContractChecker()
     reports = []
     for view in store.list_feature_views():
-        if view.name in views:
-            table = Path(source_path(view)).name
-            reports.append(checker.check(spark.read.parquet(source_path(view)), table, table_ids[table]))
+        table = Path(source_path(view)).name
+        reports.append(checker.check(spark.read.parquet(source_path(view)), table, table_ids[table]))
     if any(not r.success for r in reports):
         raise ContractViolation(reports)
     end = end or datetime.now(timezone.utc)
     if full:
-        store.materialize(start_date=HISTORY_START, end_date=end, feature_views=views)
+        store.materialize(start_date=HISTORY_START, end_date=end)
     else:
-        store.materialize_incremental(end_date=end, feature_views=views)
+        store.materialize_incremental(end_date=end)
     _LOGGER.info("materialized", extra={"views": views, "end": end.isoformat(), "full": full})
-    return {"end": end.isoformat(), "full": full, "views": views, "pending": pending,
-            "contracts": [r.to_dict() for r in reports]}
+    return {"end": end.isoformat(), "full": full, "views": views, "contracts": [r.to_dict() for r in reports]}

@@ -29,8 +29,7 @@ _COMPATIBLE = {
     Array(String): (pa.list_(pa.string()), pa.list_(pa.large_string())),
     Array(Int64): (pa.list_(pa.int64()),),
 }
-# A view tagged `built_by` reads a table that a later job writes (after the training examples);
-# until then it is pending, not broken.
+# A view tagged `built_by` reads a table that job writes (not `segue batch features`).
 BUILT_BY = "built_by"
 
 
@@ -46,23 +45,11 @@ def source_path(view) -> str:
     return getattr(source, "path", None) or source.file_options.uri
 
 
-def pending_views(store: FeatureStore) -> dict[str, str]:
-    """Views whose table a later job has not written yet: view -> the command that writes it."""
-    return {v.name: v.tags[BUILT_BY] for v in store.list_feature_views()
-            if BUILT_BY in v.tags and not Path(source_path(v)).exists()}
-
-
-def check_feature_sources(store: FeatureStore, allow_pending: bool = False) -> list[str]:
-    """Raises FeatureSourceError listing every mismatch; returns the views checked.
-
-    `allow_pending`: views in `pending_views` are left out instead of failing the check.
-    """
+def check_feature_sources(store: FeatureStore) -> list[str]:
+    """Raises FeatureSourceError listing every mismatch; returns the views checked."""
     problems, checked = [], []
-    pending = pending_views(store) if allow_pending else {}
     for view in store.list_feature_views():
         path = source_path(view)
-        if view.name in pending:
-            continue
         if not Path(path).exists():
             job = view.tags.get(BUILT_BY, "segue batch features")
             problems.append(f"view `{view.name}`: source table {path} does not exist (run `{job}` first)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from feast import FeatureStore
 
+from segue.batch.build_neighbours import publish_empty_table
 from segue.settings import SegueSettings
 
 REPO_PATH = Path(__file__).resolve().parent
@@ -45,6 +46,7 @@ def apply_definitions(settings: SegueSettings, profile: str | None = None,
     profile = profile or settings.features.profile
     repo_path = Path(repo_path or settings.features.repo_path or REPO_PATH)
     (repo_path / "data").mkdir(exist_ok=True)
+    publish_empty_table(settings.paths.neighbours_dir)
     env = {**os.environ, **profile_environment(settings, profile)}
     feast = Path(sys.executable).parent / "feast"
     done = subprocess.run([str(feast), "-f", PROFILE_FILES[profile], "apply"], cwd=repo_path, env=env,

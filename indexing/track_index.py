@@ -76,6 +76,18 @@ class TrackIndex:
                                  output_fields=[KEY, VECTOR], timeout=timeout)
         return {r[KEY]: np.asarray(r[VECTOR], np.float32) for r in rows}
 
+    def entities(self, track_uris: Sequence[str], filter: str = "", output_fields: Sequence[str] = (),
+                 collection: str | None = None, timeout: float | None = None) -> dict[str, Hit]:
+        """The listed tracks that pass `filter`, with their vector (in `fields["vector"]`) and fields;
+        `score` is 0 (no query)."""
+        if not track_uris:
+            return {}
+        expression = f"{KEY} in {json.dumps(list(track_uris))}" + (f" and ({filter})" if filter else "")
+        rows = self.client.query(collection or self.alias, filter=expression,
+                                 output_fields=[KEY, VECTOR, *output_fields], timeout=timeout)
+        return {r[KEY]: Hit(r[KEY], 0.0, {k: (np.asarray(v, np.float32) if k == VECTOR else v)
+                                          for k, v in r.items() if k != KEY}) for r in rows}
+
     def nearest_tracks(self, track_uri: str, limit: int = 10, output_fields: Sequence[str] = ()) -> list[Hit]:
         """The tracks whose embeddings are closest to `track_uri`'s, without the track itself."""
         self.collection  # noqa: B018 - resolves the alias and loads its collection

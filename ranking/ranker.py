@@ -86,6 +86,10 @@ class ExportedRanker:
                              f"computes {list(FEATURES)}: retrain it (`segue train`)")
         self._fn = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
 
+    def warm_up(self) -> None:
+        """The first call traces the signature: pay it before a request does."""
+        self.score(np.zeros((1, len(FEATURES)), np.float32))
+
     def score(self, features: np.ndarray) -> np.ndarray:
         if len(features) == 0:
             return np.zeros(0, np.float32)

@@ -159,18 +159,15 @@ _PROFILE = click.option("--profile", type=click.Choice(["local", "redis", "spark
 @click.pass_obj
 def features_apply(settings: SegueSettings, profile: str | None) -> None:
     """`feast apply` for a profile, then check every view against its table."""
-    from segue.features.source_check import FeatureSourceError, check_feature_sources, pending_views
+    from segue.features.source_check import FeatureSourceError, check_feature_sources
     from segue.features.store import apply_definitions, open_store
 
     click.echo(apply_definitions(settings, profile))
-    store = open_store(settings, profile)
     try:
-        checked = check_feature_sources(store, allow_pending=True)
+        checked = check_feature_sources(open_store(settings, profile))
     except FeatureSourceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"sources match their tables: {', '.join(checked)}")
-    for view, job in pending_views(store).items():
-        click.echo(f"built later: {view} (after the training examples, by `{job}`)")
 
 
 @features.command("materialize")

@@ -43,6 +43,9 @@ class RecommendationRequest(BaseModel):
                                                    "never recommended back")
     k: int = Field(10, ge=1, le=MAX_K, description="How many tracks to return")
     filters: Filters = Field(default_factory=Filters)
+    ranked: bool | None = Field(None, description="true: the model's ranker orders the merged candidates; "
+                                                  "false: retrieval only (the sources merged by reciprocal-rank "
+                                                  "fusion); default: the server's `ranker.enabled`")
 
     @model_validator(mode="after")
     def _has_context(self) -> "RecommendationRequest":
@@ -55,6 +58,9 @@ class Track(BaseModel):
     rank: int
     track_uri: str
     score: float = Field(description="Cosine of the query and track embeddings")
+    sources: list[str] = Field(default_factory=list, description="The candidate sources that proposed the "
+                                                                 "track: tower, neighbours")
+    ranker_score: float | None = Field(None, description="The ranker's logit, when the ranker ordered the results")
     track_name: str | None = None
     artist_uri: str | None = None
     artist_name: str | None = None
@@ -80,6 +86,9 @@ class RecommendationResponse(BaseModel):
     excluded_seeds: int = Field(description="Tracks of the playlist kept out of the results")
     unknown_track_uris: list[str] = Field(default_factory=list,
                                           description="Seed tracks the feature store does not know")
+    ordering: Literal["ranker", "fusion", "tower"] = Field(
+        description="ranker: the ranking stage ordered the merged candidates; fusion: retrieval only, the "
+                    "sources merged by reciprocal rank; tower: the towers' search alone (no neighbour table)")
     tracks: list[Track]
     index: IndexVersion
     timings_ms: dict[str, float]

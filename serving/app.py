@@ -95,7 +95,7 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         client = open_client(settings)
         targets = ServingTargets(client, settings.index.alias, settings.paths.models_dir, cfg.search_timeout_s)
         recommender = Recommender(store, TrackIndex(client, settings.index.alias, index_profile(settings)),
-                                  targets, cfg, settings.features, metrics)
+                                  targets, cfg, settings.features, settings.candidates, settings.ranker, metrics)
         parts.update(targets=targets, recommender=recommender)
         loop = asyncio.get_running_loop()
 

@@ -1,4 +1,9 @@
-"""The serving path: playlist features -> query tower -> ANN search with filters -> diversity -> k.
+"""The serving path: playlist features -> query tower -> candidates -> ranking -> diversity -> k.
+
+Candidates come from the ANN search (business filters inside it) and, when the model version has
+the ranking stage, from the co-occurrence neighbours of the playlist's newest tracks (read from
+Feast, filtered by the same rules in Milvus). The ranker orders the merge; retrieval only orders it
+by reciprocal-rank fusion. Merge and ranker features are `segue.ranking`'s, the code evaluation runs.
 
 Every blocking call (Feast, TensorFlow, Milvus) runs on the recommender's thread pool under a time
 limit, so a stalled dependency costs a request its limit and a 503, never a hang.
@@ -23,18 +28,21 @@ from redis.exceptions import RedisError
 
 from segue.features.online import OnlineFeatureReader
 from segue.features.playlist_features import playlist_query_features
-from segue.indexing.track_collection import UNKNOWN
+from segue.indexing.track_collection import UNKNOWN, VECTOR
 from segue.indexing.track_index import Hit, TrackIndex
+from segue.ranking.candidates import (
+    CandidateSet, NeighbourList, artist_shares, merge_candidates, neighbour_candidates, seeds_to_read)
+from segue.ranking.ranker_features import ranker_features
 from segue.serving.api_metrics import ServingMetrics
 from segue.serving.api_models import (
     Filters, IndexVersion, RecommendationRequest, RecommendationResponse, SimilarTracksResponse, Track)
 from segue.serving.search_filters import candidates_to_fetch, diversify, search_expression
 from segue.serving.serving_target import ServingTarget, ServingTargets
-from segue.settings import FeatureSettings, ServeSettings
+from segue.settings import CandidateSettings, FeatureSettings, RankerSettings, ServeSettings
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-PLAYLIST_SERVICE, TRACK_SERVICE = "playlist_query_v1", "track_candidate_v1"
+PLAYLIST_SERVICE, TRACK_SERVICE, NEIGHBOUR_SERVICE = "playlist_query_v1", "track_candidate_v1", "track_neighbours_v1"
 # What a cold playlist needs of its seed tracks, and what a result shows: one online read each,
 # of only those features (a read's cost grows with features x tracks).
 SEED_FIELDS = ("artist_uri", "album_uri", "duration_ms")
@@ -76,8 +84,15 @@ class QueryFeatures:
 
 class Recommender:
     def __init__(self, store: FeatureStore, index: TrackIndex, targets: ServingTargets, cfg: ServeSettings,
-                 sequences: FeatureSettings, metrics: ServingMetrics):
+                 sequences: FeatureSettings, candidates: CandidateSettings, ranker: RankerSettings,
+                 metrics: ServingMetrics):
         self.index, self.targets, self.cfg, self.sequences, self.metrics = index, targets, cfg, sequences, metrics
+        self.candidates, self.ranker = candidates, ranker
+        # A seed's neighbours and artist, and a candidate's window popularity: one read each.
+        self.seed_neighbours = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=[
+            "track_neighbours:neighbour_uris", "track_neighbours:neighbour_counts", "track_features:artist_uri"])
+        self.popularity = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri",
+                                              only=["track_neighbours:playlists"])
         self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
         self.seeds = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
                                          only=[f"track_features:{f}" for f in SEED_FIELDS])
@@ -94,6 +109,12 @@ class Recommender:
             self.names.read(["spotify:track:" + "0" * 22])
         except _FEATURE_STORE_ERRORS as e:  # serving starts anyway; requests will say 503 until it is back
             _LOGGER.warning("feature store not reachable at start", extra={"error": str(e)[:300]})
+        try:
+            self.seed_neighbours.read(["spotify:track:" + "0" * 22])
+            self.popularity.read(["spotify:track:" + "0" * 22])
+        except Exception as e:  # noqa: BLE001 - e.g. a registry applied before the view existed
+            _LOGGER.warning("co-occurrence neighbours not readable: run `segue features apply` and "
+                            "`segue batch neighbours`", extra={"error": str(e)[:300]})
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -161,7 +182,7 @@ class Recommender:
 
         return await self._call("search", timings, search, "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s)
 
-    async def _ranked(self, target: ServingTarget, vector: np.ndarray, request_k: int, filters: Filters,
+    async def _tower_search(self, target: ServingTarget, vector: np.ndarray, request_k: int, filters: Filters,
                       seeds: list[str], timings: dict[str, float]) -> list[Hit]:
         """Searches, widening the search while diversity leaves fewer than k and more hits exist."""
         expression = search_expression(filters, seeds)
@@ -173,14 +194,72 @@ class Recommender:
                 return kept
             limit = min(self.cfg.max_candidates, limit * 4)
 
-    async def _tracks(self, hits: Sequence[Hit], timings: dict[str, float]) -> list[Track]:
+    async def _neighbours(self, seeds: list[str], timings: dict[str, float]
+                          ) -> tuple[list[str], dict[str, NeighbourList], list[str | None]]:
+        """The newest seeds read, their neighbour lists, and their artists (None when unknown)."""
+        read = seeds_to_read(seeds, self.candidates.seed_tracks)
+        if not read:
+            return read, {}, []
+        rows = await self._features("neighbours", timings, lambda: self.seed_neighbours.read(read))
+        lists = {r.key: NeighbourList(r.features["neighbour_uris"], r.features["neighbour_counts"])
+                 for r in rows if r.found and r.features.get("neighbour_uris")}
+        return read, lists, [r.features.get("artist_uri") if r.found else None for r in rows]
+
+    async def _candidates(self, target: ServingTarget, vector: np.ndarray, request_k: int, filters: Filters,
+                          seeds: list[str], timings: dict[str, float]) -> tuple[CandidateSet, list[Hit]]:
+        """Both sources merged, business filters applied to each; every candidate's hit (fields and
+        the cosine with the query)."""
+        expression = search_expression(filters, seeds)
+        limit = min(self.cfg.max_candidates, max(self.candidates.tower, candidates_to_fetch(
+            request_k, filters, self.cfg.overfetch, self.cfg.max_candidates)))
+        tower = await self._search(target, vector, limit, expression, timings)
+        read, lists, seed_artists = await self._neighbours(seeds, timings)
+        n_uris, n_counts, n_hits = neighbour_candidates(lists, set(seeds), self.candidates.neighbours)
+        hits = {h.track_uri: h for h in tower}
+        wanted = [u for u in n_uris if u not in hits]
+        fetched = await self._call("search", timings, lambda: self.index.entities(
+            wanted, expression, HIT_FIELDS, collection=target.collection, timeout=self.cfg.search_timeout_s),
+            "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s) if wanted else {}
+        for uri, entity in fetched.items():
+            entity_vector = entity.fields.pop(VECTOR)
+            hits[uri] = Hit(uri, float(entity_vector @ vector.ravel()), entity.fields)
+        keep = [i for i, u in enumerate(n_uris) if u in hits]  # the rest failed a filter or is not indexed
+        c = merge_candidates([h.track_uri for h in tower], [n_uris[i] for i in keep], n_counts[keep], n_hits[keep],
+                             len(read))
+        ordered_hits = [hits[u] for u in c.track_uri]
+        c.tower_score = np.array([h.score for h in ordered_hits], np.float64)
+        facts = await self._track_features(self.popularity, list(c.track_uri), "candidate_facts", timings)
+        c.popularity = np.array([float((facts.get(u) or {}).get("playlists") or 0) for u in c.track_uri])
+        c.artist_share = artist_shares([h.fields.get("artist_uri") for h in ordered_hits], seed_artists)
+        return c, ordered_hits
+
+    async def _staged(self, target: ServingTarget, vector: np.ndarray, request: RecommendationRequest,
+                      seeds: list[str], ranked: bool, timings: dict[str, float]) -> tuple[list[Hit], dict]:
+        """Merged candidates in the ranker's order (or fusion's), then diversity; the hits and, per
+        track, its sources and ranker score."""
+        c, hits = await self._candidates(target, vector, request.k, request.filters, seeds, timings)
+        scores = None
+        if ranked:
+            scores = await self._call("ranker", timings, lambda: target.ranker.score(ranker_features(c)), None)
+            order = np.argsort(-scores, kind="stable")
+        else:
+            order = c.fused_order()
+        sources = c.sources()
+        about = {c.track_uri[i]: (sources[i].split("+"), None if scores is None else round(float(scores[i]), 6))
+                 for i in order}
+        return diversify([hits[i] for i in order], request.k, request.filters.max_per_artist), about
+
+    async def _tracks(self, hits: Sequence[Hit], timings: dict[str, float],
+                      about: dict[str, tuple[list[str], float | None]] | None = None) -> list[Track]:
         names = await self._track_features(self.names, [h.track_uri for h in hits], "metadata", timings)
         out = []
         for rank, hit in enumerate(hits, 1):
             meta, f = names.get(hit.track_uri, {}), hit.fields
             known = {n: (None if f.get(n) in (None, UNKNOWN) else f[n])
                      for n in ("explicit", "popularity", "release_year")}
+            sources, ranker_score = (about or {}).get(hit.track_uri, (["tower"], None))
             out.append(Track(rank=rank, track_uri=hit.track_uri, score=round(hit.score, 6),
+                             sources=sources, ranker_score=ranker_score,
                              track_name=meta.get("track_name"), artist_uri=f.get("artist_uri") or None,
                              artist_name=meta.get("artist_name"), album_name=meta.get("album_name"),
                              release_year=known["release_year"], popularity=known["popularity"],
@@ -191,20 +270,32 @@ class Recommender:
         return IndexVersion(alias=self.targets.alias, collection=target.collection,
                             model_version=target.model_version)
 
+    def ordering(self, target: ServingTarget, request: RecommendationRequest) -> str:
+        """ranker, fusion (retrieval only), or tower for a version without the ranking stage."""
+        if target.ranker is None or self.candidates.neighbours == 0:
+            return "tower"
+        wants_ranker = self.ranker.enabled if request.ranked is None else request.ranked
+        return "ranker" if wants_ranker else "fusion"
+
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         self.check_limits(request)
         timings: dict[str, float] = {}
         target = self.targets.current  # one build for the whole request
         query = await self.query_features(request, timings)
         vector = await self._call("query_tower", timings, lambda: target.query_tower.embed(query.features), None)
-        hits = await self._ranked(target, vector, request.k, request.filters, query.seeds, timings)
-        tracks = await self._tracks(hits, timings)
+        ordering = self.ordering(target, request)
+        if ordering == "tower":
+            hits = await self._tower_search(target, vector, request.k, request.filters, query.seeds, timings)
+            about = None
+        else:
+            hits, about = await self._staged(target, vector, request, query.seeds, ordering == "ranker", timings)
+        tracks = await self._tracks(hits, timings, about)
         if len(tracks) < request.k:
             self.metrics.partial.inc()
         return RecommendationResponse(
             playlist_id=request.playlist_id, query_features=query.source, k=request.k, returned=len(tracks),
             partial=len(tracks) < request.k, excluded_seeds=len(query.seeds), unknown_track_uris=query.unknown,
-            tracks=tracks, index=self._version(target), timings_ms=timings)
+            ordering=ordering, tracks=tracks, index=self._version(target), timings_ms=timings)
 
     async def similar(self, track_uri: str, k: int) -> SimilarTracksResponse:
         if k > self.cfg.max_k:
@@ -216,7 +307,7 @@ class Recommender:
             _MILVUS_ERRORS, self.cfg.search_timeout_s)
         if track_uri not in vectors:
             raise TrackNotFound(f"{track_uri} is not in the index {target.collection!r}")
-        hits = await self._ranked(target, vectors[track_uri][None, :], k, Filters(), [track_uri], timings)
+        hits = await self._tower_search(target, vectors[track_uri][None, :], k, Filters(), [track_uri], timings)
         tracks = await self._tracks(hits, timings)
         return SimilarTracksResponse(track_uri=track_uri, k=k, returned=len(tracks), tracks=tracks,
                                      index=self._version(target))

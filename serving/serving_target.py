@@ -1,4 +1,4 @@
-"""Which index build serving searches, and the query tower of the same training.
+"""Which index build serving searches, and the query tower and ranker of the same training.
 
 A request takes one `ServingTarget` (collection + model version + query tower) and uses it from
 start to end. The nightly rebuild swaps the alias; `ServingTargets.refresh` notices, loads the new
@@ -17,6 +17,8 @@ from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import collection_info
 from segue.indexing.upsert import live_collection
+from segue.ranking.ranker import ExportedRanker
+from segue.ranking.train_ranker import RANKER_DIR
 from segue.training.export import ExportedTower, load_tower
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class ServingTarget:
     collection: str
     model_version: str
     query_tower: ExportedTower
+    ranker: ExportedRanker | None = None  # None: a version trained without the ranking stage
 
 
 class ServingTargets:
@@ -43,6 +46,7 @@ class ServingTargets:
         self.swaps = 0
         self._current: ServingTarget | None = None
         self._towers: dict[str, ExportedTower] = {}
+        self._rankers: dict[str, ExportedRanker | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -68,6 +72,15 @@ class ServingTargets:
             self._towers[model_version] = tower
         return self._towers[model_version]
 
+    def ranker(self, model_version: str) -> ExportedRanker | None:
+        if model_version not in self._rankers:
+            path = self.models_dir / model_version / RANKER_DIR
+            ranker = ExportedRanker(path) if path.is_dir() else None
+            if ranker is not None:
+                ranker.warm_up()
+            self._rankers[model_version] = ranker
+        return self._rankers[model_version]
+
     def wanted(self) -> str:
         if self.pinned:
             return self.pinned
@@ -87,13 +100,14 @@ class ServingTargets:
                     return False
                 info = collection_info(self.client, name)
                 tower = self.query_tower(info.model_version)
+                ranker = self.ranker(info.model_version)
                 self.client.load_collection(name, timeout=self.timeout_s)
             except Exception as e:  # noqa: BLE001 - any failure keeps the old target serving
                 self.problem = str(e) or type(e).__name__
                 _LOGGER.warning("serving target not refreshed", extra={"alias": self.alias, "error": self.problem})
                 return False
             previous = self._current
-            self._current = ServingTarget(name, info.model_version, tower)
+            self._current = ServingTarget(name, info.model_version, tower, ranker)
             self.problem = ""
             if previous is not None:
                 self.swaps += 1

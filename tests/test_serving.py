@@ -74,12 +74,45 @@ def test_known_playlist_gets_k_tracks_without_its_own(embedded):
     uris = [t["track_uri"] for t in body["tracks"]]
     assert len(set(uris)) == 25 and not set(uris) & set(playlist_tracks(settings, [pid])[pid])
     assert [t["rank"] for t in body["tracks"]] == list(range(1, 26))
-    scores = [t["score"] for t in body["tracks"]]
+    # The model version has a ranking stage: its scores order the merged candidates.
+    assert body["ordering"] == "ranker"
+    scores = [t["ranker_score"] for t in body["tracks"]]
     assert scores == sorted(scores, reverse=True)
-    assert all(t["track_name"] and t["artist_name"] for t in body["tracks"])
+    assert all(t["track_name"] and t["artist_name"] and t["sources"] for t in body["tracks"])
+    assert {s for t in body["tracks"] for s in t["sources"]} <= {"tower", "neighbours"}
     index = body["index"]
     assert collection_info(open_client(settings), index["collection"]).model_version == index["model_version"]
-    assert set(body["timings_ms"]) >= {"playlist_features", "query_tower", "search", "metadata"}
+    assert set(body["timings_ms"]) >= {"playlist_features", "query_tower", "search", "neighbours",
+                                       "candidate_facts", "ranker", "metadata"}
+
+
+@pytest.mark.parametrize("ranked", [True, False])
+def test_served_rankings_are_the_offline_pipelines(embedded, trained, ranked):
+    """The API and the evaluation harness give the same list for the same playlist: same merge,
+    same features, same ranker (retrieval only: the same fusion order), exact search both sides."""
+    import numpy as np
+
+    from segue.ranking.offline_sources import ordered
+    from segue.ranking.ranker import ExportedRanker
+    from segue.ranking.ranker_features import ranker_features
+    from segue.ranking.train_ranker import RANKER_DIR, offline_sources
+    from segue.training.data import load_catalog
+    from segue.training.export import load_tower
+
+    settings, url = embedded
+    model, _ = trained
+    store = open_store(settings)
+    sources = offline_sources(settings, model.path, load_catalog(store), Path(model.manifest["ranker"]["neighbour_table"]))
+    query_tower, ranker = load_tower(model.path / "query"), ExportedRanker(model.path / RANKER_DIR)
+    k = 20
+    for pid in (7, 11, 23, 42, 99):
+        row = lookup(store, "playlist_query_v1", "pid", [pid])[0]
+        vector = query_tower.embed({n: [v] for n, v in row.features.items()})[0]
+        c = sources.candidate_set(vector, list(row.features["track_uris"]), max(settings.candidates.tower, k))
+        order = np.argsort(-ranker.score(ranker_features(c)), kind="stable") if ranked else c.fused_order()
+        body = recommend(url, playlist_id=pid, k=k, ranked=ranked).json()
+        assert body["ordering"] == ("ranker" if ranked else "fusion")
+        assert [t["track_uri"] for t in body["tracks"]] == ordered(c, order, k), pid
 
 
 def test_cold_playlist_from_tracks_or_name(embedded):
