@@ -16,8 +16,9 @@ Split by time: T is a quantile of the playlists' last edits. Examples before T t
 edited after T are split into validation and test, and a share of them is held out whole, in the
 ten challenge categories, for evaluation. The validation and test playlists also give the ranking
 stage its cases: seeds before the first track added after T, targets from T on (`ranker_cases`).
-Output: sharded Parquet per split, the held-out set, each
-track's sampling probability in the training examples (for logQ correction), and a manifest.
+Output: Parquet per split (one part per chunk of playlists, joined with Feast's features one chunk at
+a time, so memory stays bounded: `batch/example_features.py`), the held-out set, each track's
+sampling probability in the training examples (for logQ correction), and a manifest.
 """
 
 from __future__ import annotations
@@ -25,19 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from feast import FeatureStore
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from segue.batch.example_features import EXAMPLE_COLUMNS, write_joined
 from segue.batch.mpd.categories import CATEGORIES
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
@@ -162,36 +162,10 @@ def ranker_cases(timeline: DataFrame, roles: DataFrame, t: datetime, seed: int) 
         F.min(F.when(~is_seed, F.col("added_at"))).alias("first_target_at"))
 
 
-def attach_features(store: FeatureStore, examples: pd.DataFrame) -> pd.DataFrame:
-    """Query features as of 1 s before the track at the query position was added, read once per
-    query position; the label's features as of its addition."""
-    positions = examples.drop_duplicates(["pid", "pos"])[["pid", "pos", "query_at"]]
-    query = store.get_historical_features(
-        entity_df=pd.DataFrame({"pid": positions.pid, "pos": positions.pos,
-                                "event_timestamp": positions.query_at - pd.Timedelta(seconds=1)}),
-        features=store.get_feature_service(QUERY_SERVICE), full_feature_names=True).to_df()
-    candidate = store.get_historical_features(
-        entity_df=pd.DataFrame({"example_id": examples.example_id, "track_uri": examples.track_uri,
-                                "event_timestamp": examples.added_at}),
-        features=store.get_feature_service(CANDIDATE_SERVICE), full_feature_names=True).to_df()
-    query = query.drop(columns=["event_timestamp"])
-    candidate = candidate.drop(columns=["event_timestamp", "track_uri"])
-    return examples.merge(query, on=["pid", "pos"]).merge(candidate, on="example_id")
-
-
 def service_features(store: FeatureStore, service: str) -> list[str]:
     """The features a service holds, as `view__feature` (the registry is the only list)."""
     fs = store.get_feature_service(service)
     return [f"{p.name_to_use()}__{f.name}" for p in fs.feature_view_projections for f in p.features]
-
-
-def _write_shards(df: pd.DataFrame, folder: Path, shards: int) -> None:
-    folder.mkdir(parents=True)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    n = max(1, min(shards, table.num_rows))
-    bounds = np.linspace(0, table.num_rows, n + 1).astype(int)
-    for i in range(n):
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), folder / f"part-{i:05d}.parquet")
 
 
 def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureStore, output: Path) -> dict:
@@ -205,32 +179,27 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     positions = sample_positions(timeline, cfg.positions_per_playlist, cfg.seed)
     labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
     sampled = assign_splits(labelled, roles, t)
-    examples = (sampled.withColumn("example_id", F.monotonically_increasing_id())
-                .select("example_id", "pid", "pos", "query_at", "label_pos", "track_uri", "added_at", "split")
-                .toPandas())
-    for column in ("query_at", "added_at"):
-        examples[column] = pd.to_datetime(examples[column], utc=True)
-    _LOGGER.info("positions sampled", extra={"examples": len(examples), "split_time": t.isoformat()})
-
-    full = attach_features(store, examples)
-    train = full[full.split == "train"]
-    counts = train.track_uri.value_counts()
-    sampling = pd.DataFrame({"track_uri": counts.index, "count": counts.values,
-                             "probability": counts.values / counts.values.sum()})
-    full["candidate_sampling_probability"] = full.track_uri.map(sampling.set_index("track_uri").probability)
-
+    chunks = max(1, -(-roles.count() * cfg.positions_per_playlist // cfg.positions_per_chunk))
     playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
     heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
     ranking = ranker_cases(timeline, roles, t, cfg.seed).toPandas()
-    counts_by_split = {}
     with OutputPublisher(output) as run_dir:
-        rng = np.random.default_rng(cfg.seed)
-        for split in SPLITS:
-            part = full[full.split == split].drop(columns=["split"])
-            # Shuffled on disk, so a sequential tf.data reader already sees mixed playlists.
-            part = part.iloc[rng.permutation(len(part))] if split == "train" else part.sort_values("example_id")
-            _write_shards(part, run_dir / split, cfg.shards)
-            counts_by_split[split] = len(part)
+        # The sampled examples wait on disk, partitioned by a hash of the playlist, so the feature
+        # join below holds one chunk at a time.
+        staging = run_dir / "_sampled"
+        (sampled.withColumn("example_id", F.monotonically_increasing_id())
+         .withColumn("chunk", F.pmod(F.xxhash64("pid", F.lit(cfg.seed + 3)), F.lit(chunks)))
+         .select("chunk", *EXAMPLE_COLUMNS, "split")
+         .write.partitionBy("chunk").parquet(str(staging)))
+        counts = (spark.read.parquet(str(staging)).where(F.col("split") == "train")
+                  .groupBy("track_uri").count().toPandas().sort_values("track_uri"))
+        sampling = pd.DataFrame({"track_uri": counts.track_uri, "count": counts["count"],
+                                 "probability": counts["count"] / counts["count"].sum()})
+        _LOGGER.info("positions sampled", extra={"chunks": chunks, "split_time": t.isoformat()})
+        counts_by_split, query_positions = write_joined(store, staging, run_dir, SPLITS,
+                                       dict(zip(sampling.track_uri, sampling.probability)),
+                                       QUERY_SERVICE, CANDIDATE_SERVICE, cfg.seed)
+        shutil.rmtree(staging)
         sampling.to_parquet(run_dir / "track_sampling.parquet", index=False)
         heldout.to_parquet(run_dir / "heldout_challenge.parquet", index=False)
         ranking.to_parquet(run_dir / "ranker_cases.parquet", index=False)
@@ -240,10 +209,10 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
             "feature_store": str(store.repo_path),
             "feature_services": {s: service_features(store, s) for s in (QUERY_SERVICE, CANDIDATE_SERVICE)},
             "positions_per_playlist": cfg.positions_per_playlist, "labels_per_position": cfg.labels_per_position,
-            "query_positions": int(full[["pid", "pos"]].drop_duplicates().shape[0]), "counts": counts_by_split,
+            "chunks": chunks, "query_positions": query_positions, "counts": counts_by_split,
             "heldout_playlists": len(heldout), "ranker_cases": len(ranking),
             "heldout_by_category": heldout.category.value_counts().to_dict(),
-            "seconds": round(seconds, 1), "examples_per_s": round(len(full) / seconds),
+            "seconds": round(seconds, 1), "examples_per_s": round(sum(counts_by_split.values()) / seconds),
         }
         (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -36,7 +36,8 @@ def world(tmp_path_factory, spark, redis_url):
     mpd = root / "mpd"
     generate(mpd, playlists=600, seed=5, tastes=8, start=date(2015, 1, 1), end=date(2017, 1, 1),
              challenge_playlists=20, progress=False)
-    settings = load_settings(paths={"data_dir": root}, examples={"positions_per_playlist": 4},
+    settings = load_settings(paths={"data_dir": root},
+                             examples={"positions_per_playlist": 4, "positions_per_chunk": 600},
                              features={"redis_connection_string": redis_url, "recent_tracks": RECENT})
     ingest(spark, mpd, settings.paths.warehouse_dir, mpd / "metadata")
     build_features(spark, settings.paths.warehouse_dir, settings.paths.features_dir, settings.features)
@@ -136,6 +137,7 @@ def test_examples_carry_nothing_from_their_future(world, examples):
     # Labels reach past the next track, and query positions are read once for several labels.
     assert (train.label_pos > train.pos).mean() > 0.3
     assert manifest["query_positions"] < sum(manifest["counts"].values())
+    assert manifest["chunks"] > 1, "the world should exercise the chunked feature join"
     # The label track's features existed when it was added (first added at or before then).
     assert train.track_features__track_name.notna().all()
     expected = train.track_uri.map(train.track_uri.value_counts() / len(train))
