@@ -9,7 +9,6 @@ MPD    ?=
 DEMO_DIR ?= demo-data
 PYTEST_ARGS ?=
 
-export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install prerequisites services demo test bench lock clean

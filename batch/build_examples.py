@@ -179,7 +179,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     positions = sample_positions(timeline, cfg.positions_per_playlist, cfg.seed)
     labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
     sampled = assign_splits(labelled, roles, t)
-    chunks = max(1, -(-roles.count() * cfg.positions_per_playlist // cfg.positions_per_chunk))
+    chunks = max(1, -(-positions.count() // cfg.positions_per_chunk))
     playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
     heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
     ranking = ranker_cases(timeline, roles, t, cfg.seed).toPandas()

@@ -36,10 +36,11 @@ from segue.indexing.track_collection import (
     BUILDING, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
     builds, collection_info, collection_name, now_us, set_properties, track_rows, track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, live_collection, write_newest
-from segue.indexing.validation import Validation, validate_build
+from segue.indexing.validation import Validation, row_count, validate_build
 from segue.settings import SegueSettings
 from segue.training.data import CANDIDATE_SERVICE, load_catalog
-from segue.training.export import load_tower
+from segue.training.export import ExportedTower
+from segue.training.model_versions import LATEST, ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 READ_BATCH = 1000
@@ -111,7 +112,7 @@ def _stream_rows(client: MilvusClient, collection: str, fields: list[str]) -> li
     return out
 
 
-def carry_over(client: MilvusClient, source: str | None, target: str, store: FeatureStore, tower_path: Path,
+def carry_over(client: MilvusClient, source: str | None, target: str, store: FeatureStore, tower: ExportedTower,
                snapshot_uris: set[str], snapshot_time_us: int) -> tuple[WriteReport, list[str]]:
     """Re-embeds into `target` the stream's tracks the snapshot lacks or that changed after it.
 
@@ -126,7 +127,6 @@ def carry_over(client: MilvusClient, source: str | None, target: str, store: Fea
               if r[KEY] not in snapshot_uris or r["event_time_us"] > snapshot_time_us}
     if not wanted:
         return report, missing
-    tower = load_tower(tower_path)
     reader = OnlineFeatureReader(store, CANDIDATE_SERVICE, KEY)
     uris = list(wanted)
     for start in range(0, len(uris), READ_BATCH):
@@ -178,27 +178,24 @@ def _prune(client: MilvusClient, alias: str, serving: str, previous: str | None,
     return doomed
 
 
-def _model_version(model_dir: Path) -> str:
-    manifest = Path(model_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a trained model (no manifest.json); train one: segue train")
-    return json.loads(manifest.read_text())["version"]
-
-
 def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path | None = None,
                   on_stage: Stage | None = None, client: MilvusClient | None = None,
-                  snapshot: Path | None = None) -> RebuildReport:
+                  snapshot: Path | None = None, force: bool = False) -> RebuildReport:
     """Builds, validates and swaps in a new collection; raises RebuildFailed with the reasons.
+
+    A build with fewer rows than `index.min_rows_share` of the live collection's is refused unless
+    `force` (the catalogue really shrank).
 
     `snapshot` names a catalogue already read from the FeatureService (Parquet: `track_uri` and
     the service's features), e.g. one Feast's Spark offline store wrote for a catalogue too big
     for one driver; by default the rebuild reads it itself.
     """
     cfg = settings.index
-    model_dir = Path(model_dir or Path(settings.paths.models_dir) / "latest").resolve()
-    version = _model_version(model_dir)
-    tower_path = model_dir / "candidate"
-    dim = load_tower(tower_path).embedding_dim
+    versions = ModelVersions(settings.paths.models_dir)
+    model = versions.resolve(model_dir or LATEST)
+    version, tower_path = model.name, model.candidate_path
+    tower = versions.candidate_tower(version)
+    dim = tower.embedding_dim
     profile: IndexProfile = index_profile(settings).validate(dim)
     client = client or open_client(settings)
     stage = on_stage or (lambda *_: None)
@@ -238,7 +235,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
         stage("written", name)
         live = live_collection(client, cfg.alias)
         snapshot_uris = set(pq.read_table(build_dir / "catalog.parquet", columns=[KEY]).column(KEY).to_pylist())
-        carried, missing = carry_over(client, live, name, store, tower_path, snapshot_uris, snapshot_time_us)
+        carried, missing = carry_over(client, live, name, store, tower, snapshot_uris, snapshot_time_us)
         lap("carry_over")
         stage("carried", name)
         _wait_for_index(client, name)
@@ -246,7 +243,9 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
         uris, vectors = _ground_truth(client, name, build_dir / "embeddings")
         validation = validate_build(client, name, profile, uris, vectors, expected_rows=len(set(uris)),
                                     queries=cfg.validation_queries, min_recall=cfg.min_recall,
-                                    max_mean_cosine=cfg.max_mean_cosine)
+                                    max_mean_cosine=cfg.max_mean_cosine,
+                                    live_rows=row_count(client, live) if live else None,
+                                    min_rows_share=0.0 if force else cfg.min_rows_share)
         lap("validate")
         set_properties(client, name, **{VALIDATION: json.dumps(validation.as_dict())})
         if not validation.ok:

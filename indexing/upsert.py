@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
     BUILDING, KEY, READY, CollectionInfo, RowProblems, builds, collection_info, track_rows)
-from segue.training.export import ExportedTower, load_tower
+from segue.training.export import ExportedTower
+from segue.training.model_versions import ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 STREAM = "stream"
@@ -71,8 +71,7 @@ class TrackUpserter:
 
     client: MilvusClient
     alias: str
-    models_dir: Path
-    _towers: dict[str, ExportedTower] = field(default_factory=dict)
+    versions: ModelVersions
 
     def targets(self) -> list[CollectionInfo]:
         live = live_collection(self.client, self.alias)
@@ -84,13 +83,7 @@ class TrackUpserter:
         return found
 
     def tower(self, model_version: str) -> ExportedTower:
-        if model_version not in self._towers:
-            path = Path(self.models_dir) / model_version / "candidate"
-            if not path.is_dir():
-                raise FileNotFoundError(f"the index was built by model {model_version!r}, whose candidate "
-                                        f"tower is not at {path}; copy that model version there")
-            self._towers[model_version] = load_tower(path)
-        return self._towers[model_version]
+        return self.versions.candidate_tower(model_version)
 
     def upsert(self, track_uris: Sequence[str], features: Mapping[str, Sequence[Any]],
                event_time_us: Sequence[int], problems: RowProblems | None = None) -> dict[str, WriteReport]:

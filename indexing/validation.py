@@ -57,17 +57,31 @@ def ann_recall(client: MilvusClient, collection: str, profile: IndexProfile, vec
     return float(np.mean(found)), k
 
 
+def row_count(client: MilvusClient, collection: str) -> int:
+    return int(client.query(collection, filter="", output_fields=["count(*)"],
+                            consistency_level="Strong")[0]["count(*)"])
+
+
 def validate_build(client: MilvusClient, collection: str, profile: IndexProfile, uris: np.ndarray,
                    vectors: np.ndarray, expected_rows: int, queries: int, min_recall: float,
-                   max_mean_cosine: float, seed: int = 0) -> Validation:
-    """Row count, finite embeddings, no collapse, ANN Recall@100 >= min_recall; each recorded."""
+                   max_mean_cosine: float, live_rows: int | None = None, min_rows_share: float = 0.0,
+                   seed: int = 0) -> Validation:
+    """Row count, no shrink against the live collection, finite embeddings, no collapse, ANN
+    Recall@100 >= min_recall; each recorded."""
     result = Validation()
     rng = np.random.default_rng(seed)
-    rows = client.query(collection, filter="", output_fields=["count(*)"],
-                        consistency_level="Strong")[0]["count(*)"]
+    rows = row_count(client, collection)
     result.record("row_count", rows == expected_rows,
                   f"the collection holds {rows} rows, the catalogue {expected_rows}",
                   rows=int(rows), expected=int(expected_rows))
+    if live_rows:
+        # A catalogue read half-way (a failed feature run, a wrong path) must not replace a whole index.
+        share = rows / live_rows
+        result.record("no_shrink", share >= min_rows_share,
+                      f"{rows} rows against {live_rows} in the live collection ({share:.0%}; at least "
+                      f"{min_rows_share:.0%}, `index.min_rows_share`)"
+                      + ("; if the catalogue really shrank, rebuild with --force" if share < min_rows_share else ""),
+                      rows=int(rows), live_rows=int(live_rows), share=round(share, 4))
     if len(vectors) == 0:
         result.record("embeddings", False, "no embeddings were written")
         return result

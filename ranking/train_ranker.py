@@ -23,15 +23,15 @@ from segue.ranking.ranker_features import ranker_features
 from segue.settings import SegueSettings
 from segue.training.case_queries import challenge_queries
 from segue.training.data import Catalog, load_catalog
-from segue.training.export import load_tower
+from segue.training.model_versions import ModelVersion, ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
-RANKER_DIR = "ranker"
 NEIGHBOURS_TABLE = "track_neighbours"
 
 
-def offline_sources(settings: SegueSettings, model_dir: Path, catalog: Catalog, neighbour_table: Path) -> OfflineSources:
-    embeddings = load_tower(Path(model_dir) / "candidate").embed(catalog.features)
+def offline_sources(settings: SegueSettings, versions: ModelVersions, model: ModelVersion, catalog: Catalog,
+                    neighbour_table: Path) -> OfflineSources:
+    embeddings = versions.candidate_tower(model.path).embed(catalog.features)
     return OfflineSources(catalog.track_uri, embeddings, catalog.features["artist_uri"].to_pylist(), neighbour_table,
                           settings.candidates)
 
@@ -47,9 +47,9 @@ def labelled_rows(sets: list[CandidateSet], targets: list[list[str]]) -> tuple[n
     return x, y
 
 
-def train_ranker(settings: SegueSettings, store: FeatureStore, model_dir: Path, examples_dir: Path,
-                 neighbour_table: Path, verbose: int = 0) -> dict:
-    """Writes `<model_dir>/ranker` and returns its facts (cases, rows, the targets' time window)."""
+def train_ranker(settings: SegueSettings, store: FeatureStore, versions: ModelVersions, model: ModelVersion,
+                 examples_dir: Path, neighbour_table: Path, verbose: int = 0) -> dict:
+    """Writes the version's ranker and returns its facts (cases, rows, the targets' time window)."""
     started = time.perf_counter()
     cfg = settings.ranker
     split_time = pd.Timestamp(json.loads((Path(examples_dir) / "_manifest.json").read_text())["split_time"])
@@ -62,13 +62,13 @@ def train_ranker(settings: SegueSettings, store: FeatureStore, model_dir: Path, 
     cases = cases.reset_index(drop=True).assign(name="", modified_at=lambda d: d.query_as_of)
     catalog = load_catalog(store)
     queries = challenge_queries(store, cases, catalog, settings.features)
-    vectors = load_tower(Path(model_dir) / "query").embed(queries)
-    sources = offline_sources(settings, model_dir, catalog, neighbour_table)
+    vectors = versions.query_tower(model.path).embed(queries)
+    sources = offline_sources(settings, versions, model, catalog, neighbour_table)
     seeds = [list(s) for s in cases.seed_track_uris]
     sets = sources.candidate_sets(vectors, seeds, settings.candidates.tower)
     x, y = labelled_rows(sets, [list(t) for t in cases.target_track_uris])
     fit_started = time.perf_counter()
-    model = fit_ranker(x, y, cfg, verbose=verbose)
+    ranker = fit_ranker(x, y, cfg, verbose=verbose)
     fit_seconds = time.perf_counter() - fit_started
     facts = {
         "cases": len(cases), "rows": len(x), "positives": int(y.sum()),
@@ -78,6 +78,6 @@ def train_ranker(settings: SegueSettings, store: FeatureStore, model_dir: Path, 
         "candidates": settings.candidates.model_dump(), "settings": cfg.model_dump(),
         "rows_per_s": round(len(x) * cfg.epochs / fit_seconds), "seconds": round(time.perf_counter() - started, 1),
     }
-    export_ranker(Path(model_dir) / RANKER_DIR, model, facts)
+    export_ranker(model.ranker_path, ranker, facts)
     _LOGGER.info("ranker written", extra={k: facts[k] for k in ("cases", "rows", "positives", "seconds")})
     return facts

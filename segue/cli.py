@@ -8,11 +8,13 @@ from pathlib import Path
 
 import click
 
+from segue import __version__
 from segue.logs import configure_logging
 from segue.settings import SegueSettings, load_settings
 
 
 @click.group()
+@click.version_option(__version__, prog_name="segue")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or as JSON objects (default: settings).")
 @click.pass_context
@@ -271,10 +273,13 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
     from segue.training.evaluate import evaluate
     from segue.training.report import category_table, comparisons_table, metrics_table
 
-    model = model or Path(settings.paths.models_dir) / "latest"
-    if not (model / "manifest.json").is_file():
-        raise click.ClickException(f"no trained model at {model}; run `segue train` first")
-    report = evaluate(settings, open_store(settings, profile), model, out)
+    from segue.training.model_versions import LATEST, ModelNotFound, ModelVersions
+
+    try:
+        version = ModelVersions(settings.paths.models_dir).resolve(model or LATEST)
+    except ModelNotFound as e:
+        raise click.ClickException(str(e)) from None
+    report = evaluate(settings, open_store(settings, profile), version.path, out)
     click.echo(f"\n{metrics_table(report)}\n\n{comparisons_table(report)}\n\n"
                f"Recall@100 by category\n\n{category_table(report)}\n")
     click.echo(f"report: {Path(out or Path(report['model_dir']) / 'evaluation')}/metrics.{{json,md}}, recall_at_k.png")
@@ -288,16 +293,18 @@ def index() -> None:
 @index.command("rebuild")
 @click.option("--model", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="A model version folder (default: <paths.models_dir>/latest).")
+@click.option("--force", is_flag=True, help="Swap even if the build holds fewer rows than "
+                                            "`index.min_rows_share` of the live collection's.")
 @_PROFILE
 @click.pass_obj
-def index_rebuild(settings: SegueSettings, model: Path | None, profile: str | None) -> None:
+def index_rebuild(settings: SegueSettings, model: Path | None, force: bool, profile: str | None) -> None:
     """Embed every track into a new collection, validate it, swap the alias (the nightly job)."""
     from segue.features.store import open_store
     from segue.indexing.profiles import InvalidIndexProfile
     from segue.indexing.rebuild import RebuildFailed, rebuild_index
 
     try:
-        report = rebuild_index(settings, open_store(settings, profile), model)
+        report = rebuild_index(settings, open_store(settings, profile), model, force=force)
     except (RebuildFailed, InvalidIndexProfile, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report.as_dict(), indent=2, default=str))
@@ -414,7 +421,7 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
         raise click.UsageError("give exactly one of --file or --generated")
     try:
         if path is not None:
-            events = read_event_file(path)
+            events = read_event_file(path, max_ahead_s=settings.stream.max_event_ahead_s)
         else:
             from segue.batch.synth.new_tracks import future_tracks
 

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,13 @@ from pydantic_settings import (
 )
 
 
-class PathSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a misspelt key fails loudly here too, not only at the top level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathSettings(Section):
     """Where each stage reads and writes. Relative paths are relative to the working directory."""
 
     data_dir: Path = Path("data")
@@ -67,7 +73,7 @@ class PathSettings(BaseModel):
         return self
 
 
-class SparkSettings(BaseModel):
+class SparkSettings(Section):
     """The Spark session the batch jobs build. `master` is any Spark master URL."""
 
     master: str = "local[*]"
@@ -76,7 +82,7 @@ class SparkSettings(BaseModel):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class GenerateSettings(BaseModel):
+class GenerateSettings(Section):
     """Defaults for `segue data generate` (a demo-sized sample)."""
 
     playlists: int = Field(10_000, ge=100)
@@ -100,7 +106,7 @@ class GenerateSettings(BaseModel):
         return end
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(Section):
     """Feast: which profile (feature_store*.yaml) to open, and the feature jobs' parameters."""
 
     profile: str = Field("local", pattern="^(local|redis|spark)$",
@@ -115,7 +121,7 @@ class FeatureSettings(BaseModel):
     repo_path: Path | None = Field(None, description="The Feast repo folder; default: the installed feature_repo/")
 
 
-class ExampleSettings(BaseModel):
+class ExampleSettings(Section):
     """`segue batch examples`: how training examples are sampled and split."""
 
     positions_per_playlist: int = Field(16, ge=1, description="Query positions sampled per playlist")
@@ -130,7 +136,7 @@ class ExampleSettings(BaseModel):
     seed: int = 13
 
 
-class CandidateSettings(BaseModel):
+class CandidateSettings(Section):
     """Candidate sources besides the towers' ANN search, and how many each proposes."""
 
     neighbours_per_track: int = Field(100, ge=1, le=1000, description="Co-occurring tracks kept per track "
@@ -141,7 +147,7 @@ class CandidateSettings(BaseModel):
     neighbours: int = Field(200, ge=0, le=16_384, description="Candidates from co-occurrence (0: off)")
 
 
-class RankerSettings(BaseModel):
+class RankerSettings(Section):
     """The ranking stage: a DCN-v2 model over the merged candidates (`segue train` fits it)."""
 
     enabled: bool = Field(True, description="Serve ranked candidates; false: the merged sources in "
@@ -157,7 +163,7 @@ class RankerSettings(BaseModel):
     seed: int = 5
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(Section):
     """`segue train`: the two towers, the retrieval loss and the training loop."""
 
     inputs: str = Field("features", pattern="^(features|ids)$",
@@ -199,7 +205,7 @@ class TrainingSettings(BaseModel):
     seed: int = 42
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(Section):
     """`segue index`: where track embeddings live in Milvus and how a rebuild is accepted."""
 
     profile: str = Field("embedded", pattern="^(embedded|cpu_hnsw|cpu_ivf|gpu_cagra|gpu_ivf_pq)$",
@@ -218,11 +224,13 @@ class IndexSettings(BaseModel):
     validation_queries: int = Field(100, ge=10, description="Sampled tracks whose ANN top-100 is checked against exact search")
     min_recall: float = Field(0.95, gt=0, le=1, description="ANN Recall@100 below this fails a rebuild")
     max_mean_cosine: float = Field(0.9, gt=0, le=1, description="Mean pairwise cosine above this means collapsed embeddings")
+    min_rows_share: float = Field(0.9, ge=0, le=1, description="A build with fewer rows than this share of the live "
+                                  "collection's is refused (`segue index rebuild --force` accepts it)")
     beam_runner: str = Field("DirectRunner", description="Beam runner of the rebuild pipeline (FlinkRunner, DataflowRunner, ...)")
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --flink_master=host:8081")
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(Section):
     """The Kafka cluster: the local broker by default, any cluster by configuration."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -233,7 +241,7 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
 
 
-class StreamSettings(BaseModel):
+class StreamSettings(Section):
     """`segue stream`: the new-track topic, its dead letters and the consumer daemon."""
 
     topic: str = "segue.tracks.new"
@@ -245,6 +253,11 @@ class StreamSettings(BaseModel):
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
     retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a failed write")
     retry_max_s: float = Field(15.0, gt=0, description="Longest back-off")
+    isolate_after_failures: int = Field(3, ge=1, description="Failed writes of one batch, with the stores "
+                                        "answering, before it is split to find the events that fail on their own "
+                                        "(those go to the dead-letter topic, the rest is written)")
+    max_event_ahead_s: float = Field(3600.0, gt=0, description="Events timed further ahead of the consumer's "
+                                     "clock are dead letters (a far-future time would win every later update)")
     rejoin_after_s: float = Field(20.0, ge=0, description="A member left without partitions this long leaves "
                                   "and rejoins its group (kafka-python 3.0 can lose an assignment in a quick "
                                   "second rebalance); 0 turns it off. Run at most one daemon per partition.")
@@ -254,7 +267,7 @@ class StreamSettings(BaseModel):
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(Section):
     """`segue serve`: the recommendation API, its limits and its dependencies' time limits."""
 
     host: str = "127.0.0.1"
@@ -278,7 +291,7 @@ class ServeSettings(BaseModel):
                                                               "are off. Never logged; set it by environment")
 
 
-class LogSettings(BaseModel):
+class LogSettings(Section):
     format: str = Field("text", pattern="^(text|json)$")
     level: str = "INFO"
 

@@ -25,6 +25,7 @@ from segue.serving.recommender import (
     DependencyUnavailable, PlaylistNotFound, Recommender, RequestLimit, TrackNotFound)
 from segue.serving.serving_target import NotReady, ServingTargets
 from segue.settings import SegueSettings, load_settings
+from segue.training.model_versions import ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 TRACK_URI_PATTERN = r"^spotify:track:[0-9A-Za-z]{22}$"
@@ -93,7 +94,8 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
 
         store = open_store(settings)
         client = open_client(settings)
-        targets = ServingTargets(client, settings.index.alias, settings.paths.models_dir, cfg.search_timeout_s)
+        targets = ServingTargets(client, settings.index.alias, ModelVersions(settings.paths.models_dir),
+                                 cfg.search_timeout_s)
         recommender = Recommender(store, TrackIndex(client, settings.index.alias, index_profile(settings)),
                                   targets, cfg, settings.features, settings.candidates, settings.ranker, metrics)
         parts.update(targets=targets, recommender=recommender)

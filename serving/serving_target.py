@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import collection_info
 from segue.indexing.upsert import live_collection
 from segue.ranking.ranker import ExportedRanker
-from segue.ranking.train_ranker import RANKER_DIR
-from segue.training.export import ExportedTower, load_tower
+from segue.training.export import ExportedTower
+from segue.training.model_versions import ModelNotFound, ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,14 +38,12 @@ class ServingTarget:
 class ServingTargets:
     """The current target of `alias` (or of a pinned collection), refreshed on demand."""
 
-    def __init__(self, client: MilvusClient, alias: str, models_dir: Path, timeout_s: float):
-        self.client, self.alias, self.models_dir, self.timeout_s = client, alias, Path(models_dir), timeout_s
+    def __init__(self, client: MilvusClient, alias: str, versions: ModelVersions, timeout_s: float):
+        self.client, self.alias, self.versions, self.timeout_s = client, alias, versions, timeout_s
         self.pinned: str | None = None
         self.problem = "not loaded yet"
         self.swaps = 0
         self._current: ServingTarget | None = None
-        self._towers: dict[str, ExportedTower] = {}
-        self._rankers: dict[str, ExportedRanker | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -61,25 +58,13 @@ class ServingTargets:
         return target
 
     def query_tower(self, model_version: str) -> ExportedTower:
-        if model_version not in self._towers:
-            path = self.models_dir / model_version / "query"
-            if not path.is_dir():
-                raise NotReady(f"the index was built by model {model_version!r}, whose query tower is not at "
-                               f"{path}: copy that model version into {self.models_dir}")
-            tower = load_tower(path)
-            # The first call traces the signature (~100 ms): pay it here, not in a request.
-            tower.embed({i.name: [[] if i.is_list else None] for i in tower.inputs})
-            self._towers[model_version] = tower
-        return self._towers[model_version]
+        try:
+            return self.versions.query_tower(model_version)
+        except ModelNotFound as e:
+            raise NotReady(f"the index was built by model {model_version!r}: {e}") from None
 
     def ranker(self, model_version: str) -> ExportedRanker | None:
-        if model_version not in self._rankers:
-            path = self.models_dir / model_version / RANKER_DIR
-            ranker = ExportedRanker(path) if path.is_dir() else None
-            if ranker is not None:
-                ranker.warm_up()
-            self._rankers[model_version] = ranker
-        return self._rankers[model_version]
+        return self.versions.ranker(model_version)
 
     def wanted(self) -> str:
         if self.pinned:

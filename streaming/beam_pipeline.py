@@ -45,19 +45,26 @@ def _settings_json(settings: SegueSettings) -> str:
 
 
 class _Parse(beam.DoFn):
+    def __init__(self, max_ahead_s: float | None):
+        self._max_ahead_s = max_ahead_s
+
     def process(self, message: KafkaMessage) -> Iterable[Any]:
         try:
-            yield parse_event(message.value)
+            yield parse_event(message.value, self._max_ahead_s)
         except EventError as e:
-            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(str(e), message.topic, message.partition,
+            yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(f"validate: {e}", message.topic, message.partition,
                                                             message.offset, message.key, message.value))
 
 
 class ParseTrackEvents(beam.PTransform):
     """KafkaMessages -> TrackEvents (main output) and DeadLetters (tagged `dead`)."""
 
+    def __init__(self, max_ahead_s: float | None = None):
+        super().__init__()
+        self._max_ahead_s = max_ahead_s
+
     def expand(self, messages):
-        return messages | beam.ParDo(_Parse()).with_outputs(DEAD, main="events")
+        return messages | beam.ParDo(_Parse(self._max_ahead_s)).with_outputs(DEAD, main="events")
 
 
 class _WriteBatch(beam.DoFn):
@@ -125,7 +132,7 @@ class IndexTrackEvents(beam.PTransform):
         self._settings = settings
 
     def expand(self, messages):
-        parsed = messages | "Parse" >> ParseTrackEvents()
+        parsed = messages | "Parse" >> ParseTrackEvents(self._settings.stream.max_event_ahead_s)
         written = parsed.events | "WriteTracks" >> WriteTracks(self._settings)
         dead = parsed[DEAD] | "WriteDeadLetters" >> WriteDeadLetters(self._settings)
         return written, dead

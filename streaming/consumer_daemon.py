@@ -5,6 +5,11 @@ TrackSink (Feast push, offline record, Milvus upsert) -> commit the offsets. Off
 every write of the batch succeeded, so a crash replays the batch (at-least-once), and the writes
 are idempotent by track URI, newest event winning: each track ends up in the index exactly once.
 
+A write that fails is retried with back-off while a store is away. When it keeps failing although
+the stores answer, the batch is split in halves until the events that fail on their own are found:
+they go to the dead-letter topic with the stage and the error, the rest is written and committed,
+so one poison event never stalls its partition.
+
 Scale-out is Kafka's: start more daemons with the same `stream.group_id`, up to one per partition.
 """
 
@@ -37,17 +42,24 @@ class Interrupted(Exception):
 @dataclass
 class ParsedBatch:
     events: list[TrackEvent] = field(default_factory=list)
+    records: list[ConsumerRecord] = field(default_factory=list)  # the message of each event
     dead: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    dead_sent: int = 0  # dead letters already on the topic: a retried write never sends one twice
 
 
-def parse_records(records: Sequence[ConsumerRecord]) -> ParsedBatch:
+def _dead_letter(reason: str, r: ConsumerRecord) -> DeadLetter:
+    return DeadLetter(reason, r.topic, r.partition, r.offset, r.key, r.value)
+
+
+def parse_records(records: Sequence[ConsumerRecord], max_ahead_s: float | None = None) -> ParsedBatch:
     batch = ParsedBatch()
     for r in records:
         try:
-            batch.events.append(parse_event(r.value))
+            batch.events.append(parse_event(r.value, max_ahead_s))
+            batch.records.append(r)
         except EventError as e:
-            batch.dead.append(DeadLetter(str(e), r.topic, r.partition, r.offset, r.key, r.value))
+            batch.dead.append(_dead_letter(f"validate: {e}", r))
         tp = TopicPartition(r.topic, r.partition)
         batch.next_offsets[tp] = max(batch.next_offsets.get(tp, 0), r.offset + 1)
     return batch
@@ -109,9 +121,21 @@ class TrackStreamDaemon:
 
     def _process(self, records: Sequence[ConsumerRecord], report: RunReport) -> bool:
         started = time.monotonic()
-        batch = parse_records(records)
+        batch = parse_records(records, self.stream.max_event_ahead_s)
+        failures = 0
+
+        def write() -> SinkReport:
+            nonlocal failures
+            try:
+                return self._write(batch)
+            except Exception:
+                failures += 1
+                if failures < self.stream.isolate_after_failures or not self.sink.stores_answer():
+                    raise
+                return self._write_isolating(batch)
+
         try:
-            written = self._retrying("write", lambda: self._write(batch))
+            written = self._retrying("write", write)
             self._retrying("commit", lambda: self._commit(batch.next_offsets))
         except Interrupted:
             return False
@@ -137,11 +161,50 @@ class TrackStreamDaemon:
         return True
 
     def _write(self, batch: ParsedBatch) -> SinkReport:
-        # Dead letters first: once the offsets move, the broker's copy of a bad event is the only one.
-        sends = [self.producer.send(self.stream.dlq_topic, key=d.key, value=d.to_json()) for d in batch.dead]
+        self._send_dead_letters(batch)
+        return self.sink.write(batch.events)
+
+    def _send_dead_letters(self, batch: ParsedBatch) -> None:
+        # Before the commit: once the offsets move, the broker's copy of a bad event is the only one.
+        sends = [self.producer.send(self.stream.dlq_topic, key=d.key, value=d.to_json())
+                 for d in batch.dead[batch.dead_sent:]]
         for sent in sends:
             sent.get(timeout=30)
-        return self.sink.write(batch.events)
+        batch.dead_sent = len(batch.dead)
+
+    def _write_isolating(self, batch: ParsedBatch) -> SinkReport:
+        """Writes the batch in halves, down to single events; an event that fails alone while the
+        stores answer becomes a dead letter. Raises (back to retrying) when nothing could be written
+        at all, since that looks like a store failing rather than the data."""
+        report, poison = SinkReport(), []
+        self._bisect(list(zip(batch.events, batch.records)), report, poison)
+        if poison and (len(poison) == len(batch.events) > 1 or not self.sink.stores_answer()):
+            raise RuntimeError(f"every part of the batch failed ({poison[0][2]}); retrying it whole")
+        # Out of the batch for good: a retry of what follows never writes or dead-letters them twice.
+        isolated = {id(r) for _, r, _ in poison}
+        kept = [(e, r) for e, r in zip(batch.events, batch.records) if id(r) not in isolated]
+        batch.events, batch.records = [e for e, _ in kept], [r for _, r in kept]
+        batch.dead += [_dead_letter(f"write stage {getattr(e, 'stage', 'write')}: {e}", r) for _, r, e in poison]
+        if poison:
+            _LOGGER.warning("events that fail on their own isolated to the dead-letter topic",
+                            extra={"count": len(poison), "written": report.indexed,
+                                   "first": {"partition": poison[0][1].partition, "offset": poison[0][1].offset,
+                                             "error": str(poison[0][2])[:300]}})
+        self._send_dead_letters(batch)
+        return report
+
+    def _bisect(self, pairs: list[tuple[TrackEvent, ConsumerRecord]], report: SinkReport,
+                poison: list[tuple[TrackEvent, ConsumerRecord, Exception]]) -> None:
+        try:
+            report.add(self.sink.write([e for e, _ in pairs]))
+            return
+        except Exception as e:  # noqa: BLE001 (narrowed down below)
+            if len(pairs) == 1:
+                poison.append((*pairs[0], e))
+                return
+        middle = len(pairs) // 2
+        self._bisect(pairs[:middle], report, poison)
+        self._bisect(pairs[middle:], report, poison)
 
     def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
         try:

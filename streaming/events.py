@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
+INT64_MAX = 2**63 - 1  # what Feast, Arrow and Milvus store: a larger integer fails every write
 _URI = r"^spotify:{}:[0-9A-Za-z]{{22}}$"
 _Unit = Field(None, ge=0, le=1)
 
@@ -47,7 +48,7 @@ class TrackFeatures(BaseModel):
     popularity: int | None = Field(None, ge=0, le=100)
     explicit: bool | None = None
     release_year: int | None = Field(None, ge=1000, le=2999)
-    first_added_s: int | None = Field(None, ge=0, description="Default: the track's first event time")
+    first_added_s: int | None = Field(None, ge=0, le=INT64_MAX, description="Default: the track's first event time")
     danceability: float | None = _Unit
     energy: float | None = _Unit
     speechiness: float | None = _Unit
@@ -62,7 +63,7 @@ class TrackFeatures(BaseModel):
     time_signature: int | None = Field(None, ge=0, le=7)
     artist_genres: list[str] | None = Field(None, max_length=64)
     artist_popularity: int | None = Field(None, ge=0, le=100)
-    artist_followers: int | None = Field(None, ge=0)
+    artist_followers: int | None = Field(None, ge=0, le=INT64_MAX)
 
 
 class TrackEvent(BaseModel):
@@ -94,8 +95,12 @@ def new_event(track: dict[str, Any], event_time: datetime | None = None, event_i
             "event_time": when.isoformat().replace("+00:00", "Z"), "track": track}
 
 
-def parse_event(value: bytes | None) -> TrackEvent:
-    """The event in a message value, or EventError naming what is wrong and where."""
+def parse_event(value: bytes | None, max_ahead_s: float | None = None, now: datetime | None = None) -> TrackEvent:
+    """The event in a message value, or EventError naming what is wrong and where.
+
+    `max_ahead_s` refuses events timed further ahead of `now`: newest wins, so one far-future time
+    would silently beat every later update of its track.
+    """
     if value is None:
         raise EventError("empty message (a tombstone): events are never deleted this way; "
                          "publish a JSON event instead")
@@ -110,10 +115,17 @@ def parse_event(value: bytes | None) -> TrackEvent:
         raise EventError(f"schema_version {version!r} is not supported: this consumer reads version "
                          f"{SCHEMA_VERSION}; upgrade the consumer or publish version {SCHEMA_VERSION}")
     try:
-        return TrackEvent.model_validate(doc)
+        event = TrackEvent.model_validate(doc)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise EventError(f"invalid event {str(doc.get('event_id', '?'))[:128]!r}: {problems}") from None
+    if max_ahead_s is not None:
+        ahead = (event.event_time - (now or datetime.now(timezone.utc))).total_seconds()
+        if ahead > max_ahead_s:
+            raise EventError(f"invalid event {event.event_id[:128]!r}: event_time {event.event_time.isoformat()} is "
+                             f"{ahead:.0f} s ahead of this consumer's clock (at most {max_ahead_s:.0f} s, "
+                             "`stream.max_event_ahead_s`); publish the time the track changed, with its zone")
+    return event
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ class EventFileError(ValueError):
     """Lines of an event file that are not valid events; nothing was sent."""
 
 
-def read_event_file(path: Path, max_errors: int = 20) -> list[dict]:
+def read_event_file(path: Path, max_errors: int = 20, max_ahead_s: float | None = None) -> list[dict]:
     """Events from a JSON-lines file: whole events, or bare track objects (wrapped as new events).
     Every line is checked first, so a bad file sends nothing."""
     events, errors = [], []
@@ -29,7 +29,7 @@ def read_event_file(path: Path, max_errors: int = 20) -> list[dict]:
                 doc = json.loads(line)
                 if isinstance(doc, dict) and "schema_version" not in doc:
                     doc = new_event(doc)
-                parse_event(json.dumps(doc).encode())
+                parse_event(json.dumps(doc).encode(), max_ahead_s)
                 events.append(doc)
             except (json.JSONDecodeError, EventError) as e:
                 errors.append(f"{path}:{number}: {e}")

@@ -23,6 +23,7 @@ from feast.data_source import PushMode
 from segue.features.online import OnlineFeatureReader
 from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.streaming.events import FEATURE_NAMES, TrackEvent
+from segue.training.model_versions import ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 PUSH_SOURCE = "track_push_source"
@@ -31,6 +32,15 @@ KEY = "track_uri"
 TABLE = "track_features"
 # Offline copies in the Feast source folder start with this; batch feature runs replace that folder.
 STREAM_FILE_PREFIX = "stream-"
+PROBE_URI = "spotify:track:" + "0" * 22  # read by the health probe; absent is an answer too
+
+
+class SinkWriteError(RuntimeError):
+    """A write failed in `stage` (read_stored, feast_push, offline_record, embed_and_upsert)."""
+
+    def __init__(self, stage: str, error: Exception):
+        super().__init__(f"{stage}: {type(error).__name__}: {str(error)[:500]}")
+        self.stage = stage
 
 
 @dataclass
@@ -123,27 +133,45 @@ class TrackSink:
         except NoIndex as e:  # writes retry until an index exists
             _LOGGER.warning("no index to write to yet", extra={"error": str(e)})
 
+    def stores_answer(self) -> bool:
+        """Whether the online store and Milvus answer now: when they do, a write that keeps failing
+        is failing on its data, not on a store that is away."""
+        try:
+            self._reader.read([PROBE_URI])
+            self.upserter.targets()
+        except Exception:  # noqa: BLE001 (any failure means "not answering")
+            return False
+        return True
+
     def write(self, events: Sequence[TrackEvent]) -> SinkReport:
+        """Writes the events' newest states; raises SinkWriteError naming the stage that failed."""
         latest = newest_per_track(events)
         if not latest:
             return SinkReport()
         clock = _StageClock()
-        uris = [e.track.track_uri for e in latest]
-        stored = {row.key: row for row in self._reader.read(uris)}
-        fresh = [e for e in latest if e.event_time.timestamp() >= stored[e.track.track_uri].event_time_s]
-        report = SinkReport(superseded=len(events) - len(fresh))
-        clock.lap("read_stored")
-        if fresh:
-            frame = self._frame(fresh, stored)
-            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-            clock.lap("feast_push")
-            self.record.append(frame)
-            clock.lap("offline_record")
-            columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
-            written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
-            clock.lap("embed_and_upsert")
-            report.indexed = len(fresh)
-            report.targets = {name: w.written for name, w in written.items()}
+        stage = "read_stored"
+        try:
+            uris = [e.track.track_uri for e in latest]
+            stored = {row.key: row for row in self._reader.read(uris)}
+            fresh = [e for e in latest if e.event_time.timestamp() >= stored[e.track.track_uri].event_time_s]
+            report = SinkReport(superseded=len(events) - len(fresh))
+            clock.lap(stage)
+            if fresh:
+                stage = "feast_push"
+                frame = self._frame(fresh, stored)
+                self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+                clock.lap(stage)
+                stage = "offline_record"
+                self.record.append(frame)
+                clock.lap(stage)
+                stage = "embed_and_upsert"
+                columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
+                written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
+                clock.lap(stage)
+                report.indexed = len(fresh)
+                report.targets = {name: w.written for name, w in written.items()}
+        except Exception as e:  # noqa: BLE001 (re-raised with the stage)
+            raise SinkWriteError(stage, e) from e
         report.stage_seconds = clock.laps
         return report
 
@@ -168,6 +196,6 @@ def open_track_sink(settings) -> TrackSink:
     from segue.features.store import open_store
     from segue.indexing.milvus_connection import open_client
 
-    upserter = TrackUpserter(open_client(settings), settings.index.alias, Path(settings.paths.models_dir))
+    upserter = TrackUpserter(open_client(settings), settings.index.alias, ModelVersions(settings.paths.models_dir))
     return TrackSink(open_store(settings), upserter,
                      OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))

@@ -39,6 +39,15 @@ def test_unknown_keys_are_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGUE_CONFIG", str(config))
     with pytest.raises(ValueError, match="sprak"):
         load_settings()
+    # Inside a section too, from the file and from the environment.
+    config.write_text("training:\n  epocs: 5\n")
+    with pytest.raises(ValueError, match="training.epocs"):
+        load_settings()
+    monkeypatch.delenv("SEGUE_CONFIG")
+    monkeypatch.chdir(tmp_path / "..")
+    monkeypatch.setenv("SEGUE_TRAINING__EPOCS", "5")
+    with pytest.raises(ValueError, match="training.epocs"):
+        load_settings()
 
 
 def test_data_validate_counts_a_good_folder(fixture_mpd):
@@ -81,3 +90,22 @@ def test_a_settings_document_for_a_child_process_keeps_secrets_that_dumps_mask()
     doc = settings_document(settings)
     assert doc["index"]["token"] == "root:s3cret" and doc["serve"]["admin_api_key"] == "k3y"
     assert SegueSettings.model_validate(doc).index.token.get_secret_value() == "root:s3cret"
+
+
+def test_commands_need_no_variable_and_say_their_version():
+    """From a shell with only the virtualenv's `segue` on hand: no TF_USE_LEGACY_KERAS to remember."""
+    import os
+    import subprocess
+    import sys
+
+    from segue import __version__
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "SEGUE_"))}
+    segue = str(Path(sys.executable).parent / "segue")
+    assert subprocess.run([segue, "--version"], env=env, capture_output=True, text=True).stdout.strip() == \
+        f"segue, version {__version__}"
+    # TFRS imports only under Keras 2; without the package setting it this raised an ImportError.
+    done = subprocess.run([sys.executable, "-c", "import segue.training.model"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cuInit" not in done.stderr and "oneDNN" not in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -38,6 +39,16 @@ def test_each_rejection_names_the_field_and_the_rule(mutate, says):
     with pytest.raises(EventError) as caught:
         parse_event(raw(event))
     assert says in str(caught.value)
+
+
+def test_values_no_store_can_hold_and_far_future_times_are_rejected():
+    with pytest.raises(EventError, match="track.artist_followers: Input should be less than or equal to"):
+        parse_event(raw(new_event({**TRACK, "artist_followers": 10**30})))
+    now = datetime.now(timezone.utc)
+    ahead = raw(new_event(TRACK, event_time=now + timedelta(hours=2)))
+    with pytest.raises(EventError, match=r"ahead of this consumer's clock .*stream.max_event_ahead_s"):
+        parse_event(ahead, max_ahead_s=3600, now=now)
+    assert parse_event(ahead, max_ahead_s=3 * 3600, now=now).track.track_uri == TRACK["track_uri"]
 
 
 def test_non_events_are_rejected_with_a_reason():

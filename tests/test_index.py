@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from segue.indexing.track_collection import KEY, builds, now_us
 from segue.indexing.track_index import ModelVersionMismatch, TrackIndex
 from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.settings import IndexSettings
+from segue.training.model_versions import ModelVersions
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 SERVICE = "track_candidate_v1"
@@ -114,15 +116,25 @@ def test_a_rebuild_failing_validation_leaves_serving_untouched(indexed):
     count = client.query(settings.index.alias, filter="", output_fields=["count(*)"], consistency_level="Strong")
     assert count[0]["count(*)"] == good.rows
 
+    # A catalogue read half-way must not replace the whole index, unless the user says it shrank.
+    whole = pq.read_table(Path(settings.paths.index_dir) / "builds" / good.collection / "catalog.parquet")
+    half = Path(settings.paths.index_dir) / "half.parquet"
+    pq.write_table(whole.slice(0, whole.num_rows // 2), half)
+    with pytest.raises(RebuildFailed, match=r"against \d+ in the live collection \(50%.*--force"):
+        rebuild_index(settings, store, model, snapshot=half)
+    assert TrackIndex(client, settings.index.alias, index_profile(settings)).collection == good.collection
+    forced = rebuild_index(settings, store, model, snapshot=half, force=True)
+    assert forced.rows == whole.num_rows // 2 and forced.previous == good.collection
+
 
 def test_upserts_during_a_rebuild_survive_the_swap(indexed):
     settings, store, model = indexed
     client = open_client(settings)
     alias = settings.index.alias
     with pytest.raises(NoIndex):
-        TrackUpserter(client, alias, model.parent).targets()
+        TrackUpserter(client, alias, ModelVersions(model.parent)).targets()
     first = rebuild_index(settings, store, model)
-    upserter = TrackUpserter(client, alias, model.parent)
+    upserter = TrackUpserter(client, alias, ModelVersions(model.parent))
     changed = sorted(catalogue(settings))[3]
     original = online_features(store, changed)
     base = sorted(catalogue(settings))[11]
@@ -160,7 +172,7 @@ def test_repeated_upserts_leave_one_row_and_the_newest_event_wins(indexed):
     settings, store, model = indexed
     client = open_client(settings)
     rebuild_index(settings, store, model)
-    upserter = TrackUpserter(client, settings.index.alias, model.parent)
+    upserter = TrackUpserter(client, settings.index.alias, ModelVersions(model.parent))
     track = sorted(catalogue(settings))[5]
     base = online_features(store, track)
     t = now_us()
@@ -178,7 +190,7 @@ def test_strong_consistency_makes_an_upsert_visible_to_the_next_search(indexed):
     settings, store, model = indexed
     client = open_client(settings)
     built = rebuild_index(settings, store, model)
-    upserter = TrackUpserter(client, settings.index.alias, model.parent)
+    upserter = TrackUpserter(client, settings.index.alias, ModelVersions(model.parent))
     features = online_features(store, sorted(catalogue(settings))[9])
     features["track_name"] = features["album_name"] = "a name nobody else has"
     uri = f"spotify:track:fresh-{settings.index.alias}"

@@ -93,17 +93,19 @@ def test_served_rankings_are_the_offline_pipelines(embedded, trained, ranked):
     import numpy as np
 
     from segue.ranking.offline_sources import ordered
-    from segue.ranking.ranker import ExportedRanker
     from segue.ranking.ranker_features import ranker_features
-    from segue.ranking.train_ranker import RANKER_DIR, offline_sources
+    from segue.ranking.train_ranker import offline_sources
     from segue.training.data import load_catalog
-    from segue.training.export import load_tower
+    from segue.training.model_versions import ModelVersions
 
     settings, url = embedded
     model, _ = trained
     store = open_store(settings)
-    sources = offline_sources(settings, model.path, load_catalog(store), Path(model.manifest["ranker"]["neighbour_table"]))
-    query_tower, ranker = load_tower(model.path / "query"), ExportedRanker(model.path / RANKER_DIR)
+    versions = ModelVersions(model.path.parent)
+    version = versions.resolve(model.path.name)
+    sources = offline_sources(settings, versions, version, load_catalog(store),
+                              Path(version.manifest["ranker"]["neighbour_table"]))
+    query_tower, ranker = versions.query_tower(version), versions.ranker(version)
     k = 20
     for pid in (7, 11, 23, 42, 99):
         row = lookup(store, "playlist_query_v1", "pid", [pid])[0]

@@ -217,6 +217,30 @@ def test_ten_thousand_events_with_two_percent_malformed(streamed):
     assert "segue_stream_freshness_seconds_bucket" in metrics and health["status"] == "ok"
 
 
+def test_poison_events_go_to_the_dead_letters_and_the_good_ones_are_indexed(streamed):
+    """The reproduced stall: a follower count no store can hold (and a far-future time, which would
+    win every later update) among good events. Before: the daemon retried the batch for ever."""
+    settings, _, _ = streamed
+    s = for_test(settings, "poison")
+    ensure_topics(s)
+    tracks = new_tracks(s, 7, "poison")
+    huge = new_event({**tracks[2], "artist_followers": 10**30})
+    ahead = new_event(tracks[5], event_time=datetime.now(timezone.utc) + timedelta(days=400))
+    send(s, [good(e) for e in [new_event(tracks[0]), new_event(tracks[1]), huge, new_event(tracks[3]),
+                               new_event(tracks[4]), ahead, new_event(tracks[6])]])
+    _, report = run_daemon(s)
+
+    assert (report.sink.indexed, report.dead_letters) == (5, 2)
+    good_uris = [t[KEY] for i, t in enumerate(tracks) if i not in (2, 5)]
+    assert_exactly_once(s, good_uris)
+    assert not index_rows(s, [tracks[2][KEY], tracks[5][KEY]])
+    assert committed_lag(s) == 0
+    dead = read_topic(s, s.stream.dlq_topic, 2)
+    reasons = sorted(d["reason"] for d in dead)
+    assert len(dead) == 2 and all(r.startswith("validate: ") for r in reasons)
+    assert "track.artist_followers" in reasons[0] + reasons[1] and "stream.max_event_ahead_s" in reasons[0] + reasons[1]
+
+
 def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     settings, _, _ = streamed
     s = for_test(settings, "crash", max_batch=100)

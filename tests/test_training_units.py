@@ -3,6 +3,7 @@ export round trip, baselines."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -219,3 +220,26 @@ def test_features_empty_in_training_still_encode():
     out = pre({"artist_genres": tf.constant([["rock", ""]]), "album_uri": tf.constant(["spotify:album:x"])})
     assert out["artist_genres"].numpy()[0, 0] == 1  # out of vocabulary
     assert 1 <= out["album_uri"].numpy()[0] <= 2
+
+
+def test_model_versions_resolve_load_once_and_keep_a_bounded_cache(tmp_path):
+    from segue.training.model_versions import ModelNotFound, ModelVersions
+
+    pre, tower = _toy_tower()
+    for name in ("v1", "v2", "v3"):
+        export_tower(tmp_path / name / "query", pre, tower)
+        export_tower(tmp_path / name / "candidate", pre, tower)
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"version": name}))
+    versions = ModelVersions(tmp_path, cache_size=2)
+    with pytest.raises(ModelNotFound, match="segue train"):
+        versions.resolve()  # no `latest` yet
+    versions.publish_latest("v2")
+    assert versions.resolve().name == "v2" and versions.names() == ["v1", "v2", "v3"]
+    with pytest.raises(ModelNotFound, match="v1, v2, v3"):
+        versions.resolve("v9")
+    first = versions.query_tower("v1")
+    assert versions.query_tower("v1") is first  # loaded once
+    assert versions.query_tower(tmp_path / "v1") is first  # a folder names the same version
+    assert versions.ranker("v1") is None  # trained without the ranking stage
+    versions.candidate_tower("latest"), versions.candidate_tower("v3")
+    assert versions.query_tower("v1") is not first  # evicted: only two versions stay loaded

@@ -30,13 +30,12 @@ from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evalu
 from segue.settings import FeatureSettings, SegueSettings
 from segue.ranking.candidates import CandidateSet
 from segue.ranking.offline_sources import OfflineSources, neighbour_rankings, ordered
-from segue.ranking.ranker import ExportedRanker
 from segue.ranking.ranker_features import ranker_features
-from segue.ranking.train_ranker import RANKER_DIR, offline_sources
+from segue.ranking.train_ranker import offline_sources
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
 from segue.training.case_queries import challenge_queries
 from segue.training.data import Catalog, load_catalog
-from segue.training.export import ExportedTower, load_tower
+from segue.training.model_versions import MANIFEST, ModelVersion, ModelVersions
 from segue.training.report import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, write_report
 from segue.training.train import train
 
@@ -44,13 +43,11 @@ _LOGGER = logging.getLogger(__name__)
 ID_ONLY_VERSION = "id_only"
 
 
-def tower_rankings(model_dir: Path, queries: Mapping[str, Any], catalog: Catalog,
+def tower_rankings(versions: ModelVersions, model: ModelVersion, queries: Mapping[str, Any], catalog: Catalog,
                    seeds: Sequence[Sequence[str]], k: int = MAX_RANKED, chunk: int = 512) -> list[list[str]]:
     """Exact top-k of the exported towers over the whole catalog, each case's seeds excluded."""
-    query_tower: ExportedTower = load_tower(model_dir / "query")
-    candidate_tower: ExportedTower = load_tower(model_dir / "candidate")
-    q = query_tower.embed(queries)
-    c = candidate_tower.embed(catalog.features)
+    q = versions.query_tower(model).embed(queries)
+    c = versions.candidate_tower(model).embed(catalog.features)
     position = {uri: i for i, uri in enumerate(catalog.track_uri)}
     out = []
     for start in range(0, len(q), chunk):
@@ -67,25 +64,25 @@ class _PipelineRankings:
     """The ranking stage offline: candidates merged from both sources (computed once), then the
     ranker's order, the fusion order without it, and the co-occurrence table alone."""
 
-    def __init__(self, settings: SegueSettings, model_dir: Path, ranker: dict | None, queries: Mapping[str, Any],
-                 catalog: Catalog, seeds: Sequence[Sequence[str]]):
-        self.available = bool(ranker) and (model_dir / RANKER_DIR).is_dir()
-        self.settings, self.model_dir, self.facts = settings, model_dir, ranker or {}
+    def __init__(self, settings: SegueSettings, versions: ModelVersions, model: ModelVersion, ranker: dict | None,
+                 queries: Mapping[str, Any], catalog: Catalog, seeds: Sequence[Sequence[str]]):
+        self.available = bool(ranker) and model.has_ranker
+        self.settings, self.versions, self.model, self.facts = settings, versions, model, ranker or {}
         self.queries, self.catalog, self.seeds = queries, catalog, seeds
         self._sources: OfflineSources | None = None
         self._sets: list[CandidateSet] | None = None
 
     def _candidate_sets(self) -> list[CandidateSet]:
         if self._sets is None:
-            self._sources = offline_sources(self.settings, self.model_dir, self.catalog,
+            self._sources = offline_sources(self.settings, self.versions, self.model, self.catalog,
                                             Path(self.facts["neighbour_table"]))
-            vectors = load_tower(self.model_dir / "query").embed(self.queries)
+            vectors = self.versions.query_tower(self.model).embed(self.queries)
             self._sets = self._sources.candidate_sets(vectors, self.seeds, max(self.settings.candidates.tower,
                                                                                 MAX_RANKED))
         return self._sets
 
     def ranked(self) -> list[list[str]]:
-        ranker = ExportedRanker(self.model_dir / RANKER_DIR)
+        ranker = self.versions.ranker(self.model)
         return [ordered(c, np.argsort(-ranker.score(ranker_features(c)), kind="stable"), MAX_RANKED)
                 for c in self._candidate_sets()]
 
@@ -105,22 +102,24 @@ def cold_start_recall(rankings: Sequence[Sequence[str]], holdouts: Sequence[Sequ
     return {f"recall@{k}": float(np.mean(scores)) if scores else float("nan"), "playlists": len(scores)}
 
 
-def _id_only_model(settings: SegueSettings, store: FeatureStore, model_dir: Path, examples_dir: Path) -> Path:
-    path = model_dir / "baselines" / ID_ONLY_VERSION
-    if not (path / "manifest.json").exists():
+def _id_only_model(settings: SegueSettings, store: FeatureStore, model: ModelVersion,
+                   examples_dir: Path) -> ModelVersion:
+    path = model.path / "baselines" / ID_ONLY_VERSION
+    if not (path / MANIFEST).exists():
         _LOGGER.info("training the id-only baseline", extra={"path": str(path)})
         # Plain factorization: an id embedding, linearly projected; no cross or hidden layers.
         mf = settings.training.model_copy(update={"inputs": "ids", "layers": [], "cross": "none"})
         ids = settings.model_copy(update={"training": mf})
         train(ids, store, examples_dir=examples_dir, models_dir=path.parent, version=ID_ONLY_VERSION,
               publish_latest=False, with_ranker=False)
-    return path
+    return ModelVersion(path)
 
 
 def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_dir: Path | None = None) -> dict:
     """Scores the model and the baselines; writes metrics.json, metrics.md and recall_at_k.png."""
-    model_dir = Path(model_dir).resolve()
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    versions = ModelVersions(Path(model_dir).parent)
+    model = versions.resolve(model_dir)
+    model_dir, manifest = model.path, model.manifest
     # The exact run the model trained on, unless a newer build has since replaced it.
     run = Path(manifest["data"]["examples_run"])
     examples_dir = run if run.is_dir() else Path(manifest["data"]["examples"])
@@ -139,12 +138,12 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
     holdouts = [list(h) for h in heldout.holdout_track_uris]
     cold = set(catalog.track_uri) - set(history.tracks)
 
-    staged = _PipelineRankings(settings, model_dir, manifest.get("ranker"), queries, catalog, seeds)
+    staged = _PipelineRankings(settings, versions, model, manifest.get("ranker"), queries, catalog, seeds)
     rankers = {
-        "two_tower": lambda: tower_rankings(model_dir, queries, catalog, seeds),
+        "two_tower": lambda: tower_rankings(versions, model, queries, catalog, seeds),
         **({"full_pipeline": staged.ranked, "merged_sources": staged.merged, "neighbours": staged.neighbours}
            if staged.available else {}),
-        "id_only_mf": lambda: tower_rankings(_id_only_model(settings, store, model_dir, examples_dir),
+        "id_only_mf": lambda: tower_rankings(versions, _id_only_model(settings, store, model, examples_dir),
                                              queries, catalog, seeds),
         "cooccurrence": lambda: cooccurrence_rankings(history, seeds, MAX_RANKED),
         "popularity": lambda: popularity_rankings(history, seeds, MAX_RANKED),
@@ -184,5 +183,5 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
                               "overall": results["two_tower"]["overall"],
                               "intervals": results["two_tower"]["intervals"],
                               "cold_start": results["two_tower"]["cold_start"]}
-    (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return report

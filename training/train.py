@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from segue.training.data import (
 from segue.training.export import EmbeddingPipeline, export_tower
 from segue.training.feature_inputs import ID, ID_SEQUENCE, TowerInput, service_inputs, to_tensors
 from segue.training.model import TwoTowerModel
+from segue.training.model_versions import CANDIDATE_DIR, QUERY_DIR, ModelVersion, ModelVersions
 from segue.training.preprocessing import FeaturePreprocessor, id_lookup, id_vocabulary
 from segue.training.retrieval_model import build_index, export_retrieval
 from segue.training.towers import PlaylistQueryTower, TrackCandidateTower
@@ -82,13 +82,6 @@ def _first_rows(values: np.ndarray) -> np.ndarray:
 def _time_range(table) -> dict[str, str]:
     added = table.column("added_at")
     return {"first_example": pc.min(added).as_py().isoformat(), "last_example": pc.max(added).as_py().isoformat()}
-
-
-def _publish_latest(models_dir: Path, version: str) -> None:
-    link, tmp = models_dir / "latest", models_dir / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(version)
-    os.replace(tmp, link)
 
 
 @dataclass
@@ -171,6 +164,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     cfg = settings.training
     examples_dir = Path(examples_dir or settings.paths.examples_dir)
     models_dir = Path(models_dir or settings.paths.models_dir)
+    versions = ModelVersions(models_dir)
     version = version or f"{'two_tower' if cfg.inputs == 'features' else 'id_only'}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     out = models_dir / version
     out.mkdir(parents=True, exist_ok=False)
@@ -201,8 +195,8 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     epochs_run = len(recall_cb.history)
     best = max(recall_cb.history, key=lambda h: h[monitor])
 
-    export_tower(out / "query", query_pre, model.query_tower)
-    export_tower(out / "candidate", candidate_pre, model.candidate_tower)
+    export_tower(out / QUERY_DIR, query_pre, model.query_tower)
+    export_tower(out / CANDIDATE_DIR, candidate_pre, model.candidate_tower)
     catalog_embeddings = embed_all(model.candidate_tower, setup.catalog_encoded)
     retrieval_kind = cfg.retrieval_index
     index = build_index(EmbeddingPipeline(query_pre, model.query_tower), catalog_embeddings, catalog.track_uri,
@@ -217,7 +211,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
         if not neighbours.exists():
             raise FileNotFoundError(f"no co-occurrence table at {neighbours}: the ranker needs it. Run "
                                     "`segue batch neighbours` after `segue batch examples`, then train again")
-        ranker = train_ranker(settings, store, out, examples_dir, neighbours, verbose=0)
+        ranker = train_ranker(settings, store, versions, ModelVersion(out), examples_dir, neighbours, verbose=0)
 
     lookups = setup.lookups
     track_vocab = set(lookups["track"].get_vocabulary()[1 + cfg.oov_buckets:]) if "track" in lookups else set()
@@ -250,7 +244,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     if publish_latest:
-        _publish_latest(models_dir, version)
+        versions.publish_latest(version)
     _LOGGER.info("model written", extra={"path": str(out), monitor: manifest["metrics"][monitor],
                                          "examples_per_s": manifest["speed"]["examples_per_s"]})
     return TrainedModel(out, manifest)
