@@ -166,13 +166,15 @@ def _ground_truth(client: MilvusClient, collection: str, embeddings_prefix: Path
     return uris, vectors
 
 
-def _prune(client: MilvusClient, alias: str, serving: str, previous: str | None, keep_previous: int) -> list[str]:
+def _prune(client: MilvusClient, alias: str, serving: str, previous: str | None, keep_previous: int,
+           orphan_after_s: float) -> list[str]:
     """Keeps the serving build, the one it replaced and the newest `keep_previous - 1` other ready
-    builds; drops the rest and any failed one. The serving collection is never dropped."""
+    builds; drops the rest, any failed one and any orphaned one (a rebuild that died while
+    building). The serving collection is never dropped."""
     found = builds(client, alias)
     others = [b.name for b in found if b.state == READY and b.name not in (serving, previous)]
     doomed = others[:max(len(others) - (keep_previous - 1), 0)]
-    doomed += [b.name for b in found if b.state == FAILED]
+    doomed += [b.name for b in found if b.state == FAILED or (b.orphaned(orphan_after_s) and b.name != serving)]
     for name in doomed:
         client.drop_collection(name)
     return doomed
@@ -261,7 +263,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
     except BaseException:
         _discard(client, name)
         raise
-    dropped = _prune(client, cfg.alias, name, live, cfg.keep_previous)
+    dropped = _prune(client, cfg.alias, name, live, cfg.keep_previous, cfg.orphan_after_s)
     report = RebuildReport(collection=name, model_version=version, profile=profile.name,
                            snapshot_rows=snapshot_rows, written=written, carried_over=carried.written,
                            carry_over_missing=missing, rows=validation.checks["row_count"]["rows"],

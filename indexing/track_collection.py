@@ -81,6 +81,10 @@ class CollectionInfo:
     validation: dict[str, Any]
     previous: str
 
+    def orphaned(self, after_s: float, now: int | None = None) -> bool:
+        """Still `building` long after it started: its rebuild died (SIGKILL, a lost machine)."""
+        return self.state == BUILDING and (now or now_us()) - self.started_us > after_s * 1_000_000
+
 
 def collection_info(client: MilvusClient, name: str) -> CollectionInfo:
     props = client.describe_collection(name).get("properties", {}) or {}

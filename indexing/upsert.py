@@ -72,11 +72,13 @@ class TrackUpserter:
     client: MilvusClient
     alias: str
     versions: ModelVersions
+    orphan_after_s: float = 6 * 3600  # `index.orphan_after_s`
 
     def targets(self) -> list[CollectionInfo]:
         live = live_collection(self.client, self.alias)
         found = [collection_info(self.client, live)] if live else []
-        found += [b for b in builds(self.client, self.alias) if b.state in (BUILDING, READY) and b.name != live]
+        found += [b for b in builds(self.client, self.alias)
+                  if b.state in (BUILDING, READY) and b.name != live and not b.orphaned(self.orphan_after_s)]
         if not found:
             raise NoIndex(f"no Milvus collection serves alias {self.alias!r} and none is being built: "
                           "run `segue index rebuild` first")

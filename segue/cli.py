@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -303,6 +304,8 @@ def index_rebuild(settings: SegueSettings, model: Path | None, force: bool, prof
     from segue.indexing.profiles import InvalidIndexProfile
     from segue.indexing.rebuild import RebuildFailed, rebuild_index
 
+    # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C, so the build in progress is dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = rebuild_index(settings, open_store(settings, profile), model, force=force)
     except (RebuildFailed, InvalidIndexProfile, FileNotFoundError, ValueError) as e:

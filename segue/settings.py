@@ -224,6 +224,9 @@ class IndexSettings(Section):
     validation_queries: int = Field(100, ge=10, description="Sampled tracks whose ANN top-100 is checked against exact search")
     min_recall: float = Field(0.95, gt=0, le=1, description="ANN Recall@100 below this fails a rebuild")
     max_mean_cosine: float = Field(0.9, gt=0, le=1, description="Mean pairwise cosine above this means collapsed embeddings")
+    orphan_after_s: float = Field(6 * 3600, gt=0, description="A build still `building` this long after it started "
+                                  "is orphaned (its rebuild died): the stream stops writing to it and the next "
+                                  "rebuild drops it")
     min_rows_share: float = Field(0.9, ge=0, le=1, description="A build with fewer rows than this share of the live "
                                   "collection's is refused (`segue index rebuild --force` accepts it)")
     beam_runner: str = Field("DirectRunner", description="Beam runner of the rebuild pipeline (FlinkRunner, DataflowRunner, ...)")

@@ -196,6 +196,7 @@ def open_track_sink(settings) -> TrackSink:
     from segue.features.store import open_store
     from segue.indexing.milvus_connection import open_client
 
-    upserter = TrackUpserter(open_client(settings), settings.index.alias, ModelVersions(settings.paths.models_dir))
+    upserter = TrackUpserter(open_client(settings), settings.index.alias, ModelVersions(settings.paths.models_dir),
+                             settings.index.orphan_after_s)
     return TrackSink(open_store(settings), upserter,
                      OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))

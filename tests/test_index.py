@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from feast.data_source import PushMode
 
 from segue.features.online import lookup
 from segue.indexing.milvus_connection import index_profile, open_client
 from segue.indexing.profiles import InvalidIndexProfile, resolve_profile
 from segue.indexing.rebuild import RebuildFailed, rebuild_index, rollback_index
-from segue.indexing.track_collection import KEY, builds, now_us
+from segue.indexing.track_collection import BUILDING, KEY, builds, now_us
 from segue.indexing.track_index import ModelVersionMismatch, TrackIndex
 from segue.indexing.upsert import NoIndex, TrackUpserter
-from segue.settings import IndexSettings
+from segue.settings import IndexSettings, settings_document
 from segue.training.model_versions import ModelVersions
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -125,6 +131,48 @@ def test_a_rebuild_failing_validation_leaves_serving_untouched(indexed):
     assert TrackIndex(client, settings.index.alias, index_profile(settings)).collection == good.collection
     forced = rebuild_index(settings, store, model, snapshot=half, force=True)
     assert forced.rows == whole.num_rows // 2 and forced.previous == good.collection
+
+
+def test_a_killed_rebuild_leaves_no_build_behind_for_good(indexed, tmp_path):
+    """SIGTERM drops the build on the way out; after SIGKILL the stream stops writing to the orphan
+    once it is older than `index.orphan_after_s`, and the next rebuild drops it."""
+    settings, store, model = indexed
+    if settings.index.profile == "embedded":
+        pytest.skip("Milvus Lite opens its file from one process only, and the rebuild here runs in its own")
+    client, alias = open_client(settings), settings.index.alias
+    rebuild_index(settings, store, model)
+    config = tmp_path / "segue.yaml"
+    config.write_text(yaml.safe_dump(settings_document(settings)))
+    command = [str(Path(sys.executable).parent / "segue"), "index", "rebuild", "--model", str(model)]
+
+    def started_building():
+        rebuild = subprocess.Popen(command, env={**os.environ, "SEGUE_CONFIG": str(config)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            building = [b for b in builds(client, alias) if b.state == BUILDING]
+            if building:
+                return rebuild, building[0].name
+            assert rebuild.poll() is None, rebuild.stderr.read().decode()[-3000:]
+            time.sleep(0.1)
+        rebuild.kill()
+        raise AssertionError("the rebuild never started building")
+
+    rebuild, name = started_building()
+    rebuild.send_signal(signal.SIGTERM)
+    assert rebuild.wait(timeout=120) != 0
+    assert name not in {b.name for b in builds(client, alias)}, "SIGTERM left its build behind"
+
+    rebuild, name = started_building()
+    rebuild.send_signal(signal.SIGKILL)
+    rebuild.wait()
+    assert name in {b.name for b in builds(client, alias) if b.state == BUILDING}
+    assert name in {t.name for t in TrackUpserter(client, alias, ModelVersions(model.parent), 3600).targets()}
+    time.sleep(1.5)
+    assert name not in {t.name for t in TrackUpserter(client, alias, ModelVersions(model.parent), 1).targets()}
+    quick = settings.model_copy(update={"index": settings.index.model_copy(update={"orphan_after_s": 1})})
+    after = rebuild_index(quick, store, model)
+    assert name in after.dropped and name not in {b.name for b in builds(client, alias)}
 
 
 def test_upserts_during_a_rebuild_survive_the_swap(indexed):
