@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from segue.settings import SegueSettings, StreamSettings
 from segue.streaming.daemon_metrics import DaemonHealth, StreamMetrics
-from segue.streaming.events import DeadLetter, EventError, TrackEvent, parse_event
+from segue.streaming.events import DeadLetter, EventError, Origin, TrackEvent, parse_event
 from segue.streaming.track_sink import SinkReport, TrackSink
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ class ParsedBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     dead_sent: int = 0  # dead letters already on the topic: a retried write never sends one twice
+
+
+def _origin(r: ConsumerRecord) -> Origin:
+    return Origin(r.topic, r.partition, r.offset)
 
 
 def _dead_letter(reason: str, r: ConsumerRecord) -> DeadLetter:
@@ -162,7 +166,7 @@ class TrackStreamDaemon:
 
     def _write(self, batch: ParsedBatch) -> SinkReport:
         self._send_dead_letters(batch)
-        return self.sink.write(batch.events)
+        return self.sink.write(batch.events, [_origin(r) for r in batch.records])
 
     def _send_dead_letters(self, batch: ParsedBatch) -> None:
         # Before the commit: once the offsets move, the broker's copy of a bad event is the only one.
@@ -196,7 +200,7 @@ class TrackStreamDaemon:
     def _bisect(self, pairs: list[tuple[TrackEvent, ConsumerRecord]], report: SinkReport,
                 poison: list[tuple[TrackEvent, ConsumerRecord, Exception]]) -> None:
         try:
-            report.add(self.sink.write([e for e, _ in pairs]))
+            report.add(self.sink.write([e for e, _ in pairs], [_origin(r) for _, r in pairs]))
             return
         except Exception as e:  # noqa: BLE001 (narrowed down below)
             if len(pairs) == 1:

@@ -129,6 +129,16 @@ def parse_event(value: bytes | None, max_ahead_s: float | None = None, now: date
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where an event was read. The offline record names its files by it, so a batch written again
+    (a retry, a replay after a crash) replaces its earlier files instead of adding to them."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """A message that could not be indexed, with where it came from and why."""
 

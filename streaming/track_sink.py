@@ -7,9 +7,10 @@ Each step is idempotent, so a batch that fails half-way is simply written again.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from feast.data_source import PushMode
 
 from segue.features.online import OnlineFeatureReader
 from segue.indexing.upsert import NoIndex, TrackUpserter
-from segue.streaming.events import FEATURE_NAMES, TrackEvent
+from segue.streaming.events import FEATURE_NAMES, Origin, TrackEvent
 from segue.training.model_versions import ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,6 +79,19 @@ def newest_per_track(events: Sequence[TrackEvent]) -> list[TrackEvent]:
     return list(latest.values())
 
 
+def _record_keys(events: Sequence[TrackEvent], origins: Sequence[Origin] | None,
+                 written: Sequence[TrackEvent]) -> tuple[list[Origin] | None, dict | None]:
+    """The origin of each written event, and each partition's offset range over all the events."""
+    if origins is None:
+        return None, None
+    origin_of = {id(e): o for e, o in zip(events, origins)}
+    covered: dict[tuple[str, int], tuple[int, int]] = {}
+    for o in origins:
+        first, last = covered.get((o.topic, o.partition), (o.offset, o.offset))
+        covered[(o.topic, o.partition)] = (min(first, o.offset), max(last, o.offset))
+    return [origin_of[id(e)] for e in written], covered
+
+
 class OfflineRecord:
     """Appends streamed tracks as Parquet files, in the Feast source's own schema, to:
 
@@ -103,15 +117,39 @@ class OfflineRecord:
                 self._schema = pa.Schema.from_pandas(frame, preserve_index=False).remove_metadata()
         return self._schema
 
-    def append(self, frame: pd.DataFrame) -> None:
+    def append(self, frame: pd.DataFrame, origins: Sequence[Origin] | None = None,
+               covered: Mapping[tuple[str, int], tuple[int, int]] | None = None) -> None:
+        """Writes the rows. With `origins` (one per row) and `covered` (each partition's offset range
+        of the write), one file per partition is named by its range and replaces any earlier file
+        over the same offsets: exactly once through retries and replays. Without, a fresh name."""
         schema = self.schema(frame)
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        name = f"{STREAM_FILE_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        if origins is None or covered is None:
+            self._write(table, f"{STREAM_FILE_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-"
+                               f"{uuid.uuid4().hex[:8]}.parquet")
+            return
+        keys = [(o.topic, o.partition) for o in origins]
+        for (topic, partition), (first, last) in covered.items():
+            stem = f"{STREAM_FILE_PREFIX}{re.sub(r'[^A-Za-z0-9_.]', '_', topic)}-p{partition}-"
+            name = f"{stem}{first:020d}-{last:020d}.parquet"
+            rows = [i for i, k in enumerate(keys) if k == (topic, partition)]
+            if rows:
+                self._write(table.take(pa.array(rows, pa.int64())), name)
+            self._drop_overlapping(stem, first, last, keep=name)
+
+    def _write(self, table: pa.Table, name: str) -> None:
         for folder in self.folders:
             folder.mkdir(parents=True, exist_ok=True)
             staging = folder / f".{name}.tmp"  # readers skip dot files; the rename is atomic
             pq.write_table(table, staging)
             staging.rename(folder / name)
+
+    def _drop_overlapping(self, stem: str, first: int, last: int, keep: str) -> None:
+        for folder in self.folders:
+            for path in folder.glob(f"{stem}*.parquet"):
+                found = re.fullmatch(re.escape(stem) + r"(\d{20})-(\d{20})\.parquet", path.name)
+                if found and path.name != keep and int(found[1]) <= last and int(found[2]) >= first:
+                    path.unlink(missing_ok=True)  # an earlier attempt at these offsets
 
 
 class TrackSink:
@@ -143,8 +181,9 @@ class TrackSink:
             return False
         return True
 
-    def write(self, events: Sequence[TrackEvent]) -> SinkReport:
-        """Writes the events' newest states; raises SinkWriteError naming the stage that failed."""
+    def write(self, events: Sequence[TrackEvent], origins: Sequence[Origin] | None = None) -> SinkReport:
+        """Writes the events' newest states; raises SinkWriteError naming the stage that failed.
+        `origins` (one per event: where it was read) make the offline record exactly-once."""
         latest = newest_per_track(events)
         if not latest:
             return SinkReport()
@@ -162,7 +201,7 @@ class TrackSink:
                 self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
                 clock.lap(stage)
                 stage = "offline_record"
-                self.record.append(frame)
+                self.record.append(frame, *_record_keys(events, origins, fresh))
                 clock.lap(stage)
                 stage = "embed_and_upsert"
                 columns = {name: frame[name].tolist() for name in FEATURE_NAMES}

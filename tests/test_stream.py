@@ -142,6 +142,15 @@ def assert_exactly_once(settings, uris: list[str]) -> None:
     assert not missing and not doubled, f"{len(missing)} missing, {len(doubled)} doubled"
 
 
+def assert_recorded_once(settings, uris: list[str]) -> None:
+    """The offline record (what the next batch run and training read) holds each track once."""
+    wanted = set(uris)
+    record = pq.read_table(Path(settings.paths.stream_dir) / "track_features", columns=[KEY]).column(KEY)
+    counts = Counter(u for u in record.to_pylist() if u in wanted)
+    assert counts == Counter(uris), (f"{len(wanted - set(counts))} missing, "
+                                     f"{sum(n > 1 for n in counts.values())} doubled")
+
+
 def committed_lag(settings) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     committed = admin.list_group_offsets(settings.stream.group_id).get(settings.stream.group_id, {})
@@ -271,6 +280,7 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     assert summary["dead_letters"] == 0
     assert_exactly_once(s, uris)
     assert committed_lag(s) == 0
+    assert_recorded_once(s, uris)
 
 
 def test_milvus_outage_waits_then_catches_up(streamed):
@@ -301,6 +311,7 @@ def test_milvus_outage_waits_then_catches_up(streamed):
         runner.join(60)
         proxy.close()
     assert_exactly_once(settings, [t[KEY] for t in tracks])
+    assert_recorded_once(settings, [t[KEY] for t in tracks])  # the record was written before each failed upsert
 
 
 def test_broker_restart_resumes(streamed, broker):

@@ -1,18 +1,22 @@
 """The daemon's batch loop against stand-ins for Kafka and the stores (no services needed): an event
 that fails every write on its own is isolated to the dead letters while the stores answer, and a
-store that is away is waited for, never blamed on the data. test_stream.py runs the real engines."""
+store that is away is waited for, never blamed on the data. And the offline record, which is files:
+a batch written again replaces its files. test_stream.py runs the real engines."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections import namedtuple
+from collections import Counter, namedtuple
+
+import pandas as pd
+import pyarrow.parquet as pq
 
 from segue.settings import StreamSettings
 from segue.streaming.consumer_daemon import TrackStreamDaemon
 from segue.streaming.daemon_metrics import DaemonHealth, StreamMetrics
-from segue.streaming.events import new_event
-from segue.streaming.track_sink import SinkReport, SinkWriteError
+from segue.streaming.events import Origin, new_event
+from segue.streaming.track_sink import OfflineRecord, SinkReport, SinkWriteError
 
 Record = namedtuple("Record", "topic partition offset key value")
 TRACK = {"track_name": "Song", "artist_uri": "spotify:artist:" + "b" * 22, "artist_name": "Artist",
@@ -71,7 +75,7 @@ class Sink:
     def stores_answer(self):
         return not self.away
 
-    def write(self, events):
+    def write(self, events, origins=None):
         self.calls += 1
         uris = [e.track.track_uri for e in events]
         if self.away or self.poisoned & set(uris):
@@ -112,3 +116,22 @@ def test_a_store_that_is_away_is_waited_for_and_nothing_goes_to_the_dead_letters
     report = daemon.run()
     assert report.interrupted and sink.calls > 5  # retried for as long as it ran
     assert producer.sent == [] and consumer.committed == {} and sink.written == []
+
+
+def test_the_offline_record_holds_each_event_once_through_retries_and_replays(tmp_path):
+    record = OfflineRecord(tmp_path / "features", tmp_path / "stream")
+
+    def write(offsets, partition=0):
+        frame = pd.DataFrame({"track_uri": [uri(o) for o in offsets], "popularity": offsets})
+        origins = [Origin("t", partition, o) for o in offsets]
+        record.append(frame, origins, {("t", partition): (min(offsets), max(offsets))})
+
+    write(list(range(100, 600)))  # written, then the batch failed at a later stage
+    write(list(range(100, 350)))  # isolated in halves on the retry
+    write(list(range(350, 600)))
+    write(list(range(100, 800)))  # replayed after a crash, with more of the backlog
+    write(list(range(800, 900)))  # the next batch
+    write(list(range(0, 50)), partition=1)
+    for folder in record.folders:
+        counts = Counter(pq.read_table(folder).column("track_uri").to_pylist())
+        assert counts == Counter([uri(o) for o in range(100, 900)] + [uri(o) for o in range(50)])
