@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from segue.indexing.track_collection import KEY, VECTOR, track_row
+from segue.indexing.track_collection import EVENT_TIME, KEY, VECTOR, track_row
 
 _LOGGER = logging.getLogger(__name__)
 NAMESPACE = "segue.index"
@@ -62,7 +62,10 @@ class _ToCollectionRow(beam.DoFn):
 
     def process(self, result: PredictionResult):
         row = result.example
-        yield track_row(row[KEY], row, result.inference, self._event_time_us, REBUILD, self._indexed_at_us)
+        # The features' own time when the snapshot has it: a streamed update newer than the features
+        # (though older than the rebuild) must win over this row.
+        event_time_us = row.get(EVENT_TIME) or self._event_time_us
+        yield track_row(row[KEY], row, result.inference, event_time_us, REBUILD, self._indexed_at_us)
 
 
 class _UpsertBatch(beam.DoFn):

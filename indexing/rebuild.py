@@ -28,12 +28,13 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 from pymilvus import MilvusClient
 
+from segue.features.feature_times import feature_times_us
 from segue.features.online import OnlineFeatureReader
 from segue.indexing.embedding_pipeline import read_embeddings, run_embedding_pipeline
 from segue.indexing.milvus_connection import index_profile, milvus_uri, open_client
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
-    BUILDING, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
+    BUILDING, EVENT_TIME, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
     builds, collection_info, collection_name, now_us, set_properties, track_rows, track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, live_collection, write_newest
 from segue.indexing.validation import Validation, row_count, validate_build
@@ -90,10 +91,14 @@ def _wait_for_index(client: MilvusClient, collection: str, timeout_s: float = 36
 
 
 def write_snapshot(store: FeatureStore, path: Path, as_of: datetime) -> int:
-    """Every catalogued track's candidate features as of `as_of`, through the FeatureService."""
+    """Every catalogued track's candidate features as of `as_of`, through the FeatureService, with
+    the time its features were written (`event_time_us`, the row's time in the index)."""
     catalog = load_catalog(store, as_of)
+    times = feature_times_us(store, CANDIDATE_SERVICE, KEY, as_of)
+    fallback = int(as_of.timestamp() * 1_000_000)
     columns = {KEY: pa.array(catalog.track_uri.tolist(), pa.string()),
-               **{k: v for k, v in catalog.features.items() if k != KEY}}
+               **{k: v for k, v in catalog.features.items() if k not in (KEY, EVENT_TIME)},
+               EVENT_TIME: pa.array([times.get(u, fallback) for u in catalog.track_uri], pa.int64())}
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
     return len(catalog)
@@ -114,7 +119,7 @@ def _stream_rows(client: MilvusClient, collection: str, fields: list[str]) -> li
 
 def carry_over(client: MilvusClient, source: str | None, target: str, store: FeatureStore, tower: ExportedTower,
                snapshot_uris: set[str], snapshot_time_us: int) -> tuple[WriteReport, list[str]]:
-    """Re-embeds into `target` the stream's tracks the snapshot lacks or that changed after it.
+    """Re-embeds into `target` the stream's tracks the snapshot lacks or that were indexed after it.
 
     Their features come from Feast's online store (where the stream pushed them), so the new
     tower embeds the same values serving reads. Returns what was written and the URIs whose
@@ -123,8 +128,10 @@ def carry_over(client: MilvusClient, source: str | None, target: str, store: Fea
     report, missing = WriteReport(), []
     if source is None:
         return report, missing
-    wanted = {r[KEY]: r["event_time_us"] for r in _stream_rows(client, source, ["event_time_us"])
-              if r[KEY] not in snapshot_uris or r["event_time_us"] > snapshot_time_us}
+    # By when a row was indexed, not by its event time: an update timed before the snapshot can
+    # still arrive after it (late), and must not be lost with the old collection.
+    wanted = {r[KEY]: r["event_time_us"] for r in _stream_rows(client, source, ["event_time_us", "indexed_at_us"])
+              if r[KEY] not in snapshot_uris or r["indexed_at_us"] >= snapshot_time_us}
     if not wanted:
         return report, missing
     reader = OnlineFeatureReader(store, CANDIDATE_SERVICE, KEY)

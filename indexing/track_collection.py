@@ -20,6 +20,7 @@ from pymilvus import DataType, MilvusClient
 
 KEY = "track_uri"
 VECTOR = "embedding"
+EVENT_TIME = "event_time_us"  # the features' own time; newest wins
 URI_LENGTH = 512
 MAX_GENRES = 64
 GENRE_LENGTH = 128
@@ -145,7 +146,7 @@ def track_row(uri: str, features: Mapping[str, Any], embedding: np.ndarray, even
             "explicit": _flag(features.get("explicit")), "popularity": _number(features.get("popularity")),
             "release_year": _number(features.get("release_year")),
             "first_added_s": _number(features.get("first_added_s")),
-            "genres": genres[:MAX_GENRES], "event_time_us": int(event_time_us), "indexed_at_us": int(indexed_at_us),
+            "genres": genres[:MAX_GENRES], EVENT_TIME: int(event_time_us), "indexed_at_us": int(indexed_at_us),
             "source": source}
 
 

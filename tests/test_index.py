@@ -22,7 +22,7 @@ from segue.features.online import lookup
 from segue.indexing.milvus_connection import index_profile, open_client
 from segue.indexing.profiles import InvalidIndexProfile, resolve_profile
 from segue.indexing.rebuild import RebuildFailed, rebuild_index, rollback_index
-from segue.indexing.track_collection import BUILDING, KEY, builds, now_us
+from segue.indexing.track_collection import BUILDING, KEY, builds, collection_info, now_us
 from segue.indexing.track_index import ModelVersionMismatch, TrackIndex
 from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.settings import IndexSettings, settings_document
@@ -187,6 +187,8 @@ def test_upserts_during_a_rebuild_survive_the_swap(indexed):
     original = online_features(store, changed)
     base = sorted(catalogue(settings))[11]
     born_early, born_late = f"spotify:track:new-{alias}-1", f"spotify:track:new-{alias}-2"
+    late = sorted(catalogue(settings))[17]
+    late_original = online_features(store, late)
     events = {}
 
     def stream(stage: str, building: str) -> None:
@@ -198,6 +200,11 @@ def test_upserts_during_a_rebuild_survive_the_swap(indexed):
             upserter.upsert([changed], columns(updated), [events["changed"]])
             upserter.upsert([born_early], columns(online_features(store, base)), [now_us()])
             assert {t.name for t in upserter.targets()} == {first.collection, building}
+        if stage == "written":  # after the bulk write: a late update, timed before the rebuild began
+            started = collection_info(client, building).started_us
+            events["late"] = started - 3_600_000_000
+            push_online(store, late, {**late_original, "popularity": 4343})
+            upserter.upsert([late], columns({**late_original, "popularity": 4343}), [events["late"]])
         if stage == "validated":  # between validation and the swap
             push_online(store, born_late, online_features(store, base))
             upserter.upsert([born_late], columns(online_features(store, base)), [now_us()])
@@ -206,7 +213,11 @@ def test_upserts_during_a_rebuild_survive_the_swap(indexed):
         second = rebuild_index(settings, store, model, on_stage=stream)
     finally:
         push_online(store, changed, original)
+        push_online(store, late, late_original)
     assert second.previous == first.collection
+    # The late update is newer than the track's features, though older than the rebuild: it wins.
+    row = stored(client, alias, late)
+    assert len(row) == 1 and row[0]["popularity"] == 4343 and row[0]["event_time_us"] == events["late"]
     # The bulk write put the snapshot's older row over the stream's; the carry-over restored it.
     row = stored(client, alias, changed)
     assert len(row) == 1 and row[0]["popularity"] == 4242 and row[0]["event_time_us"] == events["changed"]
