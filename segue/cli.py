@@ -461,7 +461,8 @@ def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
     daemon = open_daemon(settings, stop)
     server = None
     if settings.stream.health_port is not None:
-        server = serve_health(daemon.metrics, daemon.health, settings.stream.health_port)
+        server = serve_health(daemon.metrics, daemon.health, settings.stream.health_port,
+                              settings.stream.health_host)
         click.echo(f"health: http://127.0.0.1:{server.server_port}/healthz  metrics: /metrics", err=True)
     report = daemon.run(until_idle)
     if server:

@@ -264,6 +264,8 @@ class StreamSettings(Section):
     rejoin_after_s: float = Field(20.0, ge=0, description="A member left without partitions this long leaves "
                                   "and rejoins its group (kafka-python 3.0 can lose an assignment in a quick "
                                   "second rebalance); 0 turns it off. Run at most one daemon per partition.")
+    health_host: str = Field("127.0.0.1", description="Interface of /healthz and /metrics (0.0.0.0: every "
+                                                     "interface, e.g. inside a container)")
     health_port: int | None = Field(9108, ge=0, le=65535,
                                     description="/healthz and /metrics; 0 picks a free port, null turns it off")
     beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")

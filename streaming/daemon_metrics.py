@@ -107,8 +107,9 @@ class DaemonHealth:
         return (200 if status == "ok" else 503), body
 
 
-def serve_health(metrics: StreamMetrics, health: DaemonHealth, port: int) -> ThreadingHTTPServer:
-    """Serves /healthz and /metrics on 0.0.0.0:`port` (0: a free port) from a daemon thread."""
+def serve_health(metrics: StreamMetrics, health: DaemonHealth, port: int,
+                 host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serves /healthz and /metrics on `host`:`port` (0: a free port) from a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the http.server API)
@@ -128,6 +129,6 @@ def serve_health(metrics: StreamMetrics, health: DaemonHealth, port: int) -> Thr
         def log_message(self, *args):  # scrapes every few seconds would flood the daemon's log
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="segue-health", daemon=True).start()
     return server

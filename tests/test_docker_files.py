@@ -140,6 +140,14 @@ def test_stream_port_is_the_health_port_default():
         f"{COMPOSE.name}: service 'stream' ports {BASE['stream'].get('ports')} lack stream.health_port {port}"
 
 
+def test_every_published_port_is_bound_to_the_loopback_interface():
+    """No service here asks for a password: the host publishes them on 127.0.0.1 only."""
+    for name, service in BASE.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), \
+                f"{COMPOSE.name}: service {name!r} publishes {port!r} on every host interface; use 127.0.0.1:{port}"
+
+
 def test_milvus_uri_names_the_milvus_service_and_port():
     uri = urlsplit(app_environment("api")["SEGUE_INDEX__URI"])
     assert uri.hostname in BASE, f"{COMPOSE.name}: SEGUE_INDEX__URI host {uri.hostname!r} is not a service"
