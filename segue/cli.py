@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,11 +17,16 @@ from segue.settings import SegueSettings, load_settings
 
 @click.group()
 @click.version_option(__version__, prog_name="segue")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Settings file (default: $SEGUE_CONFIG, else ./segue.yaml).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or as JSON objects (default: settings).")
 @click.pass_context
-def cli(ctx: click.Context, log_format: str | None) -> None:
+def cli(ctx: click.Context, config_file: Path | None, log_format: str | None) -> None:
     """Segue: two-tower retrieval for playlist continuation."""
+    if config_file is not None:
+        # Through the variable, so that the jobs this command starts (spark-submit, workers) read it too.
+        os.environ["SEGUE_CONFIG"] = str(config_file.absolute())
     try:
         settings = load_settings()
     except Exception as e:  # a bad config file or variable: say which, don't show a traceback
@@ -284,6 +290,45 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
     click.echo(f"\n{metrics_table(report)}\n\n{comparisons_table(report)}\n\n"
                f"Recall@100 by category\n\n{category_table(report)}\n")
     click.echo(f"report: {Path(out or Path(report['model_dir']) / 'evaluation')}/metrics.{{json,md}}, recall_at_k.png")
+
+
+@cli.group()
+def models() -> None:
+    """Trained model versions: list them, and choose the one `latest` names (roll back)."""
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(settings: SegueSettings) -> None:
+    """Every version, oldest first, with its validation Recall@100; `*` marks `latest`."""
+    from segue.training.model_versions import ModelNotFound, ModelVersions
+
+    versions = ModelVersions(settings.paths.models_dir)
+    try:
+        latest = versions.resolve().name
+    except ModelNotFound:
+        latest = None
+    for name in versions.names():
+        manifest = versions.resolve(name).manifest
+        recall = manifest.get("metrics", {}).get("val_recall_at_100")
+        click.echo(f"{'*' if name == latest else ' '} {name}  created {manifest.get('created', '?')[:19]}  "
+                   f"val Recall@100 {recall}  ranker {'yes' if versions.resolve(name).has_ranker else 'no'}")
+
+
+@models.command("use")
+@click.argument("version")
+@click.pass_obj
+def models_use(settings: SegueSettings, version: str) -> None:
+    """Point `latest` at VERSION (what train, evaluate and the next rebuild use). Serving follows the
+    index: run `segue index rebuild` to serve it, or `segue index rollback` for the previous build."""
+    from segue.training.model_versions import ModelNotFound, ModelVersions
+
+    versions = ModelVersions(settings.paths.models_dir)
+    try:
+        versions.publish_latest(version)
+    except ModelNotFound as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"latest -> {version}")
 
 
 @cli.group()

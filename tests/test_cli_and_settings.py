@@ -109,3 +109,23 @@ def test_commands_need_no_variable_and_say_their_version():
                           text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cuInit" not in done.stderr and "oneDNN" not in done.stderr
+
+
+def test_config_option_and_model_rollback(tmp_path, monkeypatch):
+    config = tmp_path / "other.yaml"
+    config.write_text(f"paths:\n  data_dir: {tmp_path}\n")
+    monkeypatch.setenv("SEGUE_CONFIG", str(tmp_path / "absent.yaml"))  # --config wins; undone after the test
+    shown = CliRunner().invoke(cli, ["--config", str(config), "config", "show"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["paths"]["data_dir"] == str(tmp_path)
+
+    for name in ("two_tower-1", "two_tower-2"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "manifest.json").write_text(json.dumps({"version": name}))
+    (tmp_path / "models" / "latest").symlink_to("two_tower-2")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "models", "use", "two_tower-1"]).exit_code == 0
+    assert (tmp_path / "models" / "latest").resolve().name == "two_tower-1"
+    listed = runner.invoke(cli, ["--config", str(config), "models", "list"]).output
+    assert "* two_tower-1" in listed and "  two_tower-2" in listed
+    missing = runner.invoke(cli, ["--config", str(config), "models", "use", "two_tower-9"])
+    assert missing.exit_code == 1 and "two_tower-1, two_tower-2" in missing.output
