@@ -18,6 +18,10 @@ class FeatureSourceError(ValueError):
     """A feature view that does not match the table behind it."""
 
 
+class RegistryNotApplied(FeatureSourceError):
+    """The Feast registry holds no feature views: `feast apply` has not run for this repo."""
+
+
 _COMPATIBLE = {
     String: (pa.string(), pa.large_string()),
     Int64: (pa.int64(), pa.int32()),
@@ -48,6 +52,9 @@ def source_path(view) -> str:
 def check_feature_sources(store: FeatureStore) -> list[str]:
     """Raises FeatureSourceError listing every mismatch; returns the views checked."""
     problems, checked = [], []
+    if not store.list_feature_views():
+        raise RegistryNotApplied(f"the Feast registry of {store.repo_path} holds no feature views; "
+                                 "run `segue features apply` first")
     for view in store.list_feature_views():
         path = source_path(view)
         if not Path(path).exists():

@@ -11,26 +11,48 @@ from pathlib import Path
 import click
 
 from segue import __version__
+from segue.cli_failures import CONFIGURATION, UNREACHABLE, known_failure
 from segue.logs import configure_logging
 from segue.settings import SegueSettings, load_settings
 
 
-@click.group()
+class SegueGroup(click.Group):
+    """Ends known failures in one line and their exit code (`segue.cli_failures`); `--debug` re-raises."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            known = None if ctx.meta.get("segue.debug") else known_failure(e, ctx.obj)
+            if known is None:
+                raise
+            click.echo(f"Error: {known.message}", err=True)
+            ctx.exit(known.exit_code)
+
+
+@click.group(cls=SegueGroup)
 @click.version_option(__version__, prog_name="segue")
+@click.option("--debug", is_flag=True, help="Show the traceback of a known failure instead of one line.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Settings file (default: $SEGUE_CONFIG, else ./segue.yaml).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines as text or as JSON objects (default: settings).")
 @click.pass_context
-def cli(ctx: click.Context, config_file: Path | None, log_format: str | None) -> None:
+def cli(ctx: click.Context, debug: bool, config_file: Path | None, log_format: str | None) -> None:
     """Segue: two-tower retrieval for playlist continuation."""
+    ctx.meta["segue.debug"] = debug
     if config_file is not None:
         # Through the variable, so that the jobs this command starts (spark-submit, workers) read it too.
         os.environ["SEGUE_CONFIG"] = str(config_file.absolute())
     try:
         settings = load_settings()
     except Exception as e:  # a bad config file or variable: say which, don't show a traceback
-        raise click.ClickException(f"invalid configuration: {e}") from None
+        if debug:
+            raise
+        click.echo(f"Error: invalid configuration: {e}", err=True)
+        ctx.exit(CONFIGURATION)
     configure_logging(log_format or settings.log.format, settings.log.level)
     ctx.obj = settings
 
@@ -192,13 +214,15 @@ def features_materialize(settings: SegueSettings, profile: str | None, end, full
     from segue.batch.contracts import ContractViolation
     from segue.batch.spark_session import build_spark
     from segue.features.materialize import materialize
-    from segue.features.source_check import FeatureSourceError
+    from segue.features.source_check import FeatureSourceError, RegistryNotApplied
     from segue.features.store import open_store
 
     spark = build_spark("segue-materialize", settings.spark)
     try:
         result = materialize(open_store(settings, profile), spark,
                              end.replace(tzinfo=timezone.utc) if end else None, full=full)
+    except RegistryNotApplied:
+        raise  # the error boundary's: its own exit code
     except (ContractViolation, FeatureSourceError) as e:
         raise click.ClickException(f"nothing materialized: {e}") from None
     click.echo(json.dumps({"end": result["end"], "views": result["views"]}, indent=2))
@@ -280,12 +304,9 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
     from segue.training.evaluate import evaluate
     from segue.training.report import category_table, comparisons_table, metrics_table
 
-    from segue.training.model_versions import LATEST, ModelNotFound, ModelVersions
+    from segue.training.model_versions import LATEST, ModelVersions
 
-    try:
-        version = ModelVersions(settings.paths.models_dir).resolve(model or LATEST)
-    except ModelNotFound as e:
-        raise click.ClickException(str(e)) from None
+    version = ModelVersions(settings.paths.models_dir).resolve(model or LATEST)
     report = evaluate(settings, open_store(settings, profile), version.path, out)
     click.echo(f"\n{metrics_table(report)}\n\n{comparisons_table(report)}\n\n"
                f"Recall@100 by category\n\n{category_table(report)}\n")
@@ -321,13 +342,9 @@ def models_list(settings: SegueSettings) -> None:
 def models_use(settings: SegueSettings, version: str) -> None:
     """Point `latest` at VERSION (what train, evaluate and the next rebuild use). Serving follows the
     index: run `segue index rebuild` to serve it, or `segue index rollback` for the previous build."""
-    from segue.training.model_versions import ModelNotFound, ModelVersions
+    from segue.training.model_versions import ModelVersions
 
-    versions = ModelVersions(settings.paths.models_dir)
-    try:
-        versions.publish_latest(version)
-    except ModelNotFound as e:
-        raise click.ClickException(str(e)) from None
+    ModelVersions(settings.paths.models_dir).publish_latest(version)
     click.echo(f"latest -> {version}")
 
 
@@ -348,11 +365,14 @@ def index_rebuild(settings: SegueSettings, model: Path | None, force: bool, prof
     from segue.features.store import open_store
     from segue.indexing.profiles import InvalidIndexProfile
     from segue.indexing.rebuild import RebuildFailed, rebuild_index
+    from segue.training.model_versions import ModelNotFound
 
     # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C, so the build in progress is dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = rebuild_index(settings, open_store(settings, profile), model, force=force)
+    except ModelNotFound:
+        raise  # the error boundary's: its own exit code
     except (RebuildFailed, InvalidIndexProfile, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report.as_dict(), indent=2, default=str))
@@ -482,8 +502,10 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
     except EventFileError as e:
         raise click.ClickException(str(e)) from None
     except KafkaError as e:
-        raise click.ClickException(f"Kafka at {settings.kafka.bootstrap_servers}: {e}; is the broker up "
-                                   "(`segue kafka start`) and `kafka.*` right?") from None
+        failure = click.ClickException(f"Kafka at {settings.kafka.bootstrap_servers}: {e}; is the broker up "
+                                       "(`segue kafka start`) and `kafka.*` right?")
+        failure.exit_code = UNREACHABLE
+        raise failure from None
     click.echo(json.dumps({"topic": settings.stream.topic, "sent": report.sent,
                            "events_per_s": round(report.sent / max(report.seconds, 1e-9))}))
 

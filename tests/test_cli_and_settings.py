@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +33,7 @@ def test_a_bad_setting_is_a_clear_cli_error(tmp_path, monkeypatch):
     config.write_text("spark:\n  shuffle_partitions: -1\n")
     monkeypatch.setenv("SEGUE_CONFIG", str(config))
     result = CliRunner().invoke(cli, ["config", "show"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "invalid configuration" in result.output and "shuffle_partitions" in result.output
 
 
@@ -79,7 +83,7 @@ def test_training_overrides_are_typed_and_checked():
 def test_evaluate_without_a_model_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGUE_PATHS__DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["evaluate"])
-    assert result.exit_code == 1 and "run `segue train` first" in result.output
+    assert result.exit_code == 4 and "run `segue train` first" in result.output
 
 
 def test_a_settings_document_for_a_child_process_keeps_secrets_that_dumps_mask():
@@ -94,10 +98,6 @@ def test_a_settings_document_for_a_child_process_keeps_secrets_that_dumps_mask()
 
 def test_commands_need_no_variable_and_say_their_version():
     """From a shell with only the virtualenv's `segue` on hand: no TF_USE_LEGACY_KERAS to remember."""
-    import os
-    import subprocess
-    import sys
-
     from segue import __version__
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "SEGUE_"))}
@@ -128,4 +128,37 @@ def test_config_option_and_model_rollback(tmp_path, monkeypatch):
     listed = runner.invoke(cli, ["--config", str(config), "models", "list"]).output
     assert "* two_tower-1" in listed and "  two_tower-2" in listed
     missing = runner.invoke(cli, ["--config", str(config), "models", "use", "two_tower-9"])
-    assert missing.exit_code == 1 and "two_tower-1, two_tower-2" in missing.output
+    assert missing.exit_code == 4 and "two_tower-1, two_tower-2" in missing.output
+
+
+def _segue(args, **env):
+    """`segue` as a user runs it, in a fresh process; returns (exit code, stderr)."""
+    done = subprocess.run([str(Path(sys.executable).parent / "segue"), *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("args, env, code, says", [
+    (["index", "status"], {"SEGUE_INDEX__PROFILE": "cpu_hnsw", "SEGUE_INDEX__URI": "http://127.0.0.1:9"},
+     5, "Milvus at http://127.0.0.1:9 does not answer"),
+    (["stream", "publish", "--generated", "1"], {"SEGUE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+     5, "Kafka at 127.0.0.1:9"),
+    (["batch", "ingest"], {"JAVA_HOME": "/nonexistent"}, 6, "install Java 17"),
+    (["features", "materialize"], {}, 4, "run `segue features apply` first"),
+])
+def test_known_failures_end_in_one_line_and_their_own_exit_code(tmp_path, args, env, code, says):
+    """A dependency away, Java missing, the registry not applied: one line naming it and the fix."""
+    from segue.features.store import REPO_PATH
+
+    repo = tmp_path / "feature_repo"  # never applied
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    if args[0] == "batch":
+        (tmp_path / "mpd").mkdir()
+        args = [*args, "--input", str(tmp_path / "mpd")]
+    env = {"SEGUE_PATHS__DATA_DIR": str(tmp_path), "SEGUE_FEATURES__REPO_PATH": str(repo), **env}
+    exit_code, stderr = _segue(args, **env)
+    lines = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert exit_code == code and "Traceback" not in stderr, stderr[-3000:]
+    assert len(lines) == 1 and says in lines[0], stderr[-3000:]
+    if code != 5:  # --debug shows where it came from
+        assert "Traceback" in _segue(["--debug", *args], **env)[1]
