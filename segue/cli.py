@@ -63,10 +63,19 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--sources", is_flag=True, help="One line per setting with where its value came from.")
 @click.pass_obj
-def config_show(settings: SegueSettings) -> None:
+def config_show(settings: SegueSettings, sources: bool) -> None:
     """Print the effective settings (defaults, segue.yaml and SEGUE_* applied)."""
-    click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+    from segue.settings import setting_sources
+
+    document = settings.model_dump(mode="json")
+    if not sources:
+        click.echo(json.dumps(document, indent=2))
+        return
+    for name, source in setting_sources(settings).items():
+        section, key = name.split(".")
+        click.echo(f"{name} = {json.dumps(document[section][key])}  ({source})")
 
 
 @config.command("docs")

@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -358,6 +359,23 @@ def settings_document(settings: SegueSettings) -> dict[str, Any]:
             if isinstance(value, SecretStr):
                 doc[section][name] = value.get_secret_value()
     return doc
+
+
+def setting_sources(settings: SegueSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """`section.key` -> where its value came from: `environment`, `file` (and which) or `default`."""
+    environ = os.environ if environ is None else environ
+    path = config_path()
+    document = (yaml.safe_load(path.read_text()) or {}) if path is not None else {}
+    out = {}
+    for section in SegueSettings.model_fields:
+        for key in type(getattr(settings, section)).model_fields:
+            if f"SEGUE_{section}__{key}".upper() in {k.upper() for k in environ}:
+                out[f"{section}.{key}"] = "environment"
+            elif key in (document.get(section) or {}):
+                out[f"{section}.{key}"] = f"file {path}"
+            else:
+                out[f"{section}.{key}"] = "default"
+    return out
 
 
 def load_settings(**overrides: Any) -> SegueSettings:

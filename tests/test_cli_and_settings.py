@@ -117,6 +117,11 @@ def test_config_option_and_model_rollback(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGUE_CONFIG", str(tmp_path / "absent.yaml"))  # --config wins; undone after the test
     shown = CliRunner().invoke(cli, ["--config", str(config), "config", "show"])
     assert shown.exit_code == 0 and json.loads(shown.output)["paths"]["data_dir"] == str(tmp_path)
+    monkeypatch.setenv("SEGUE_TRAINING__EPOCHS", "7")
+    lines = CliRunner().invoke(cli, ["--config", str(config), "config", "show", "--sources"]).output.splitlines()
+    assert f'paths.data_dir = "{tmp_path}"  (file {config})' in lines
+    assert "training.epochs = 7  (environment)" in lines and "training.batch_size = 1024  (default)" in lines
+    monkeypatch.delenv("SEGUE_TRAINING__EPOCHS")
 
     for name in ("two_tower-1", "two_tower-2"):
         (tmp_path / "models" / name).mkdir(parents=True)
