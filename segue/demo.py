@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
+from pydantic import SecretStr
 
-from segue.settings import GenerateSettings, PathSettings, SegueSettings
+from segue.settings import GenerateSettings, PathSettings, SegueSettings, settings_document
 
 
 @dataclass
@@ -44,6 +46,22 @@ class Demo:
         return "\n".join(lines)
 
 
+def write_demo_config(settings: SegueSettings, out: Path) -> Path:
+    """`<out>/segue.yaml`: the demo's settings, so commands run by hand find its data. Secrets are
+    left out (they stay in the environment)."""
+    document = settings_document(settings)
+    for section in SegueSettings.model_fields:
+        for key, value in getattr(settings, section):
+            if isinstance(value, SecretStr):
+                document[section].pop(key)
+    document["paths"] = {k: str(Path(v).absolute()) for k, v in document["paths"].items() if v is not None}
+    path = Path(out) / "segue.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `segue demo`: run commands against this demo with `segue --config <this file> ...`\n"
+                    + yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
 def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: int | None) -> int:
     from segue.batch.build_examples import build_examples
     from segue.batch.build_features import build_features
@@ -63,6 +81,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
     report = None
     # Every stage reads and writes under the demo folder.
     settings = settings.model_copy(update={"paths": PathSettings(data_dir=out, mpd_dir=mpd)})
+    config = write_demo_config(settings, out)
     mpd_dir = Path(settings.paths.mpd_dir)
     warehouse = Path(settings.paths.warehouse_dir)
     try:
@@ -368,7 +387,8 @@ def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int =
         for t in answer["tracks"]:
             click.echo(f"  {t['rank']}. {t['score']:.3f}  {t['track_name'] or t['track_uri']} - "
                        f"{t['artist_name'] or '?'} ({t['release_year'] or '?'})")
-    click.echo("\nServe it yourself: segue serve  (then http://127.0.0.1:8000/docs)")
+    click.echo(f"\nEvery command against this demo reads its settings: segue --config {config} <command>\n"
+               f"Serve it yourself: segue --config {config} serve  (then http://127.0.0.1:8000/docs)")
 
 
 def _fact(value: Any) -> str:

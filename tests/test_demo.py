@@ -42,7 +42,9 @@ def test_demo_on_a_generated_sample(tmp_path):
     assert "Just streamed: " in out and "\n  4. " in out
     assert "requests=3" in out and "ready=ready" in out
     assert out.count("Recommended for ") == 3 and "features from Feast" in out and "summer road trip" in out
-    for artifact in ("warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json",
+    # Commands run by hand afterwards find the demo's data through the settings it wrote.
+    assert "segue --config demo/segue.yaml serve" in out
+    for artifact in ("segue.yaml", "warehouse/mpd/_manifest.json", "features/_manifest.json", "examples/_manifest.json",
                      "models/latest/manifest.json", "models/latest/evaluation/metrics.md",
                      "models/latest/query/saved_model.pb", "models/latest/candidate/saved_model.pb"):
         assert (tmp_path / "demo" / artifact).is_file(), artifact
