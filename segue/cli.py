@@ -16,8 +16,24 @@ from segue.logs import configure_logging
 from segue.settings import SegueSettings, load_settings
 
 
+# `segue --help` lists the commands in the order the pipeline runs them.
+PIPELINE_ORDER = ("demo", "data", "batch", "features", "train", "evaluate", "models", "index", "kafka", "stream",
+                  "serve", "config")
+
+
 class SegueGroup(click.Group):
-    """Ends known failures in one line and their exit code (`segue.cli_failures`); `--debug` re-raises."""
+    """Ends known failures in one line and their exit code (`segue.cli_failures`); `--debug` re-raises.
+    Lists its commands in pipeline order, with whole summaries."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, (self.get_command(ctx, name).help or "").split("\n\n")[0].replace("\n", " "))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands (in pipeline order)"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -158,7 +174,7 @@ def batch() -> None:
     """Spark batch jobs (the same as `spark-submit batch/<job>.py`)."""
 
 
-def _spark_job(module: str):
+def _add_spark_job(name: str, module: str, summary: str) -> None:
     """A `segue batch` command that runs a spark-submit job in-process with the same arguments."""
     import importlib
 
@@ -166,23 +182,16 @@ def _spark_job(module: str):
     def run(ctx: click.Context) -> None:
         sys.exit(importlib.import_module(f"segue.batch.{module}").main(ctx.args))
 
-    return run
+    command = batch.command(name, context_settings=_PASS_THROUGH,
+                            help=f"{summary} (see `segue batch {name} --help`).")(run)
+    command.job_module = f"segue.batch.{module}"  # the reference docs print the job's own options
 
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
-batch.command("ingest", context_settings=_PASS_THROUGH,
-              help="Ingest MPD slices and metadata into Parquet tables (see `segue batch ingest --help`).")(
-    _spark_job("ingest_mpd"))
-batch.command("features", context_settings=_PASS_THROUGH,
-              help="Build the feature tables Feast reads (see `segue batch features --help`).")(
-    _spark_job("build_features"))
-batch.command("examples", context_settings=_PASS_THROUGH,
-              help="Build point-in-time training examples (see `segue batch examples --help`).")(
-    _spark_job("build_examples"))
-batch.command("neighbours", context_settings=_PASS_THROUGH,
-              help="Each track's top co-occurring tracks over the training window, for Feast "
-                   "(see `segue batch neighbours --help`).")(
-    _spark_job("build_neighbours"))
+_add_spark_job("ingest", "ingest_mpd", "Ingest MPD slices and metadata into Parquet tables")
+_add_spark_job("features", "build_features", "Build the feature tables Feast reads")
+_add_spark_job("examples", "build_examples", "Build point-in-time training examples")
+_add_spark_job("neighbours", "build_neighbours", "Each track's top co-occurring tracks over the training window, for Feast")
 
 
 @cli.group()

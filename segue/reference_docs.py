@@ -7,6 +7,7 @@ construction; a test fails when a setting or a command changes without them.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -68,6 +69,27 @@ def _commands(group: click.Group, prefix: str):
             yield path, command
 
 
+def _job_help(module: str) -> str:
+    """The options section of a spark-submit job's `--help`."""
+    import contextlib
+    import importlib
+    import io
+
+    job = importlib.import_module(module)  # outside the capture: imports may log
+    out, columns = io.StringIO(), os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; the docs must not depend on it
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            job.main(["--help"])
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    text = out.getvalue()
+    return text[text.index("options:"):].rstrip() if "options:" in text else text.rstrip()
+
+
 def commands_reference(cli: click.Group) -> str:
     lines = ["# Command reference", "", "Generated from the `segue` command line by `segue config docs`; "
              "do not edit by hand. `segue <command> --help` says the same.", ""]
@@ -75,6 +97,9 @@ def commands_reference(cli: click.Group) -> str:
         context = click.Context(command, info_name=path)
         lines += [f"## `{path}`", "", "```", command.get_usage(context).removeprefix("Usage: "), "```", "",
                   _cell((command.help or "").split("\n\n")[0]), ""]
+        job = getattr(command, "job_module", None)
+        if job is not None:  # a spark-submit job: its own argparse options
+            lines += ["```", _job_help(job), "```", ""]
         params = [p for p in command.params if isinstance(p, click.Option)]
         if params:
             lines += ["| option | meaning |", "|---|---|"]
