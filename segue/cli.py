@@ -201,6 +201,10 @@ def features() -> None:
 
 _PROFILE = click.option("--profile", type=click.Choice(["local", "redis", "spark"]), default=None,
                         help="Feature store profile (default: features.profile).")
+# Outside the `features` group a bare --profile would read as the index profile: say which.
+_FEATURE_PROFILE = click.option("--feature-profile", "profile", type=click.Choice(["local", "redis", "spark"]),
+                                default=None, help="Feature store profile (default: features.profile); the index "
+                                                   "profile is `index.profile`.")
 
 
 @features.command("apply")
@@ -290,7 +294,7 @@ def with_training_overrides(settings: SegueSettings, pairs: tuple[str, ...]) -> 
               help="Models folder; the version goes in a new subfolder (default: paths.models_dir).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a training setting, e.g. --set epochs=5 --set layers=[256,128].")
-@_PROFILE
+@_FEATURE_PROFILE
 @click.pass_obj
 def train_command(settings: SegueSettings, examples: Path | None, out: Path | None,
                   overrides: tuple[str, ...], profile: str | None) -> None:
@@ -314,7 +318,7 @@ def train_command(settings: SegueSettings, examples: Path | None, out: Path | No
               help="A model version folder (default: <paths.models_dir>/latest).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Report folder (default: <model>/evaluation).")
-@_PROFILE
+@_FEATURE_PROFILE
 @click.pass_obj
 def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | None, profile: str | None) -> None:
     """Score the model and the baselines on the held-out playlists; print and write the report."""
@@ -376,7 +380,7 @@ def index() -> None:
               help="A model version folder (default: <paths.models_dir>/latest).")
 @click.option("--force", is_flag=True, help="Swap even if the build holds fewer rows than "
                                             "`index.min_rows_share` of the live collection's.")
-@_PROFILE
+@_FEATURE_PROFILE
 @click.pass_obj
 def index_rebuild(settings: SegueSettings, model: Path | None, force: bool, profile: str | None) -> None:
     """Embed every track into a new collection, validate it, swap the alias (the nightly job)."""
@@ -596,7 +600,7 @@ def stream_beam(settings: SegueSettings, local_flink: bool) -> None:
 @click.option("--host", default=None, help="Interface to listen on (default: serve.host).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: serve.port).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="uvicorn worker processes.")
-@_PROFILE
+@_FEATURE_PROFILE
 @click.pass_obj
 def serve_command(settings: SegueSettings, host: str | None, port: int | None, workers: int | None,
                   profile: str | None) -> None:
