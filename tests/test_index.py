@@ -141,8 +141,11 @@ def test_a_killed_rebuild_leaves_no_build_behind_for_good(indexed, tmp_path):
         pytest.skip("Milvus Lite opens its file from one process only, and the rebuild here runs in its own")
     client, alias = open_client(settings), settings.index.alias
     rebuild_index(settings, store, model)
+    # The command reads the world's own Feast repo, as its settings name it.
+    own = settings.model_copy(update={"features": settings.features.model_copy(
+        update={"repo_path": Path(store.repo_path)})})
     config = tmp_path / "segue.yaml"
-    config.write_text(yaml.safe_dump(settings_document(settings)))
+    config.write_text(yaml.safe_dump(settings_document(own)))
     command = [str(Path(sys.executable).parent / "segue"), "index", "rebuild", "--model", str(model)]
 
     def started_building():
