@@ -337,7 +337,7 @@ def evaluate_command(settings: SegueSettings, model: Path | None, out: Path | No
 
 @cli.group()
 def models() -> None:
-    """Trained model versions: list them, and choose the one `latest` names (roll back)."""
+    """Trained model versions: list, show, promote one to `latest`, roll `latest` back."""
 
 
 @models.command("list")
@@ -358,16 +358,43 @@ def models_list(settings: SegueSettings) -> None:
                    f"val Recall@100 {recall}  ranker {'yes' if versions.resolve(name).has_ranker else 'no'}")
 
 
-@models.command("use")
+@models.command("show")
+@click.argument("version", default="latest")
+@click.pass_obj
+def models_show(settings: SegueSettings, version: str) -> None:
+    """A version's manifest: data, settings, metrics, speed, ranker (default: latest)."""
+    from segue.training.model_versions import ModelVersions
+
+    manifest = ModelVersions(settings.paths.models_dir).resolve(version).manifest
+    click.echo(json.dumps({k: v for k, v in manifest.items() if k not in ("inputs", "history")}, indent=2,
+                          default=str))
+
+
+@models.command("promote")
 @click.argument("version")
 @click.pass_obj
-def models_use(settings: SegueSettings, version: str) -> None:
-    """Point `latest` at VERSION (what train, evaluate and the next rebuild use). Serving follows the
-    index: run `segue index rebuild` to serve it, or `segue index rollback` for the previous build."""
+def models_promote(settings: SegueSettings, version: str) -> None:
+    """Point `latest` at VERSION (what evaluate and the next rebuild use). Serving follows the index:
+    run `segue index rebuild` to serve it, or `segue index rollback` for the previous build."""
     from segue.training.model_versions import ModelVersions
 
     ModelVersions(settings.paths.models_dir).publish_latest(version)
     click.echo(f"latest -> {version}")
+
+
+@models.command("rollback")
+@click.pass_obj
+def models_rollback(settings: SegueSettings) -> None:
+    """Point `latest` at the version trained before the one it names now."""
+    from segue.training.model_versions import ModelVersions
+
+    versions = ModelVersions(settings.paths.models_dir)
+    current, names = versions.resolve().name, versions.names()
+    earlier = names[:names.index(current)] if current in names else []
+    if not earlier:
+        raise click.ClickException(f"no version older than {current} in {settings.paths.models_dir}")
+    versions.publish_latest(earlier[-1])
+    click.echo(f"latest -> {earlier[-1]} (was {current})")
 
 
 @cli.group()

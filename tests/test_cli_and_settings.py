@@ -128,11 +128,15 @@ def test_config_option_and_model_rollback(tmp_path, monkeypatch):
         (tmp_path / "models" / name / "manifest.json").write_text(json.dumps({"version": name}))
     (tmp_path / "models" / "latest").symlink_to("two_tower-2")
     runner = CliRunner()
-    assert runner.invoke(cli, ["--config", str(config), "models", "use", "two_tower-1"]).exit_code == 0
+    assert runner.invoke(cli, ["--config", str(config), "models", "rollback"]).exit_code == 0
     assert (tmp_path / "models" / "latest").resolve().name == "two_tower-1"
     listed = runner.invoke(cli, ["--config", str(config), "models", "list"]).output
     assert "* two_tower-1" in listed and "  two_tower-2" in listed
-    missing = runner.invoke(cli, ["--config", str(config), "models", "use", "two_tower-9"])
+    assert runner.invoke(cli, ["--config", str(config), "models", "rollback"]).exit_code == 1  # none older
+    assert runner.invoke(cli, ["--config", str(config), "models", "promote", "two_tower-2"]).exit_code == 0
+    assert json.loads(runner.invoke(cli, ["--config", str(config), "models", "show"]).output)["version"] == \
+        "two_tower-2"
+    missing = runner.invoke(cli, ["--config", str(config), "models", "promote", "two_tower-9"])
     assert missing.exit_code == 4 and "two_tower-1, two_tower-2" in missing.output
 
 
