@@ -32,7 +32,7 @@ services:
 
 $(STAMP): pyproject.toml requirements.lock | prerequisites
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
+	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=77" wheel
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
@@ -57,7 +57,7 @@ bench: install services
 # Re-resolve the pinned set after editing pyproject.toml's dependencies.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
+	.lock-venv/bin/pip install --quiet --upgrade "pip>=24" "setuptools>=77" wheel
 	.lock-venv/bin/pip install --quiet ".[dev]"
 	.lock-venv/bin/pip freeze --exclude segue > requirements.lock
 	rm -rf .lock-venv
