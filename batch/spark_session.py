@@ -27,7 +27,8 @@ def build_spark(app_name: str, settings: SparkSettings, master: str | None = Non
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
-        "spark.ui.showConsoleProgress": "false",
+        # Spark's own progress bar on a terminal (what Spark users know); never in logs or CI.
+        "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
         "spark.sql.debug.maxToStringFields": "200",
         # Takes effect when this process starts the JVM; under spark-submit pass
         # --driver-java-options with the same flag.
