@@ -10,6 +10,8 @@ DEMO_DIR ?= demo-data
 PYTEST_ARGS ?=
 
 export PYTHONUNBUFFERED := 1
+# Benchmarks and tests may import TensorFlow before Segue, whose package sets this for `segue` itself.
+export TF_USE_LEGACY_KERAS := 1
 
 .PHONY: install prerequisites services demo test bench lock clean
 

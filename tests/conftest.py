@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Test modules import TensorFlow before Segue (whose package sets it for the `segue` commands).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -36,6 +36,19 @@ def read_split(examples_dir: Path, split: str) -> pa.Table:
     return pa.concat_tables(pq.read_table(f) for f in files)
 
 
+def _with_large_offsets(table: pa.Table) -> pa.Table:
+    """String and list columns with 64-bit offsets: `take` joins a column's chunks into one array,
+    whose 32-bit offsets overflow past 2 GiB of strings (a million examples of whole playlists)."""
+    def large(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_string(t):
+            return pa.large_string()
+        if pa.types.is_list(t):
+            return pa.large_list(large(t.value_type))
+        return t
+
+    return table.cast(pa.schema([f.with_type(large(f.type)) for f in table.schema]))
+
+
 @dataclass
 class Examples:
     """One split: raw tower inputs (as the signatures take them), labels and their probabilities.
@@ -60,7 +73,7 @@ class Examples:
         keys = pd.MultiIndex.from_arrays([table.column("pid").to_numpy(), table.column("pos").to_numpy()])
         query_index, _ = pd.factorize(keys)
         _, first = np.unique(query_index, return_index=True)  # the first example of each position
-        queries = table.take(pa.array(first))
+        queries = _with_large_offsets(table).take(pa.array(first))
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
         return cls(query=to_tensors({n: queries.column(n) for n in queries.column_names}, query_inputs, by_column=True),
                    query_index=query_index.astype(np.int64),
