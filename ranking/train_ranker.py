@@ -31,7 +31,7 @@ NEIGHBOURS_TABLE = "track_neighbours"
 
 def offline_sources(settings: SegueSettings, versions: ModelVersions, model: ModelVersion, catalog: Catalog,
                     neighbour_table: Path) -> OfflineSources:
-    embeddings = versions.candidate_tower(model.path).embed(catalog.features)
+    embeddings = versions.candidate_tower(model).embed(catalog.features)
     return OfflineSources(catalog.track_uri, embeddings, catalog.features["artist_uri"].to_pylist(), neighbour_table,
                           settings.candidates)
 
@@ -62,7 +62,7 @@ def train_ranker(settings: SegueSettings, store: FeatureStore, versions: ModelVe
     cases = cases.reset_index(drop=True).assign(name="", modified_at=lambda d: d.query_as_of)
     catalog = load_catalog(store)
     queries = challenge_queries(store, cases, catalog, settings.features)
-    vectors = versions.query_tower(model.path).embed(queries)
+    vectors = versions.query_tower(model).embed(queries)
     sources = offline_sources(settings, versions, model, catalog, neighbour_table)
     seeds = [list(s) for s in cases.seed_track_uris]
     sets = sources.candidate_sets(vectors, seeds, settings.candidates.tower)
