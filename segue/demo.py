@@ -197,6 +197,8 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             click.secho(f"\nCompared with {report['comparisons']['baseline']} (difference, paired bootstrap "
                         "interval; better/worse only when it excludes 0)", bold=True)
             click.echo(comparisons)
+    click.echo(f"\nEvery command against this demo reads its settings: segue --config {config} <command>\n"
+               f"Serve it yourself: segue --config {config} serve  (then http://127.0.0.1:8000/docs)")
     return 0
 
 
@@ -387,8 +389,7 @@ def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int =
         for t in answer["tracks"]:
             click.echo(f"  {t['rank']}. {t['score']:.3f}  {t['track_name'] or t['track_uri']} - "
                        f"{t['artist_name'] or '?'} ({t['release_year'] or '?'})")
-    click.echo(f"\nEvery command against this demo reads its settings: segue --config {config} <command>\n"
-               f"Serve it yourself: segue --config {config} serve  (then http://127.0.0.1:8000/docs)")
+
 
 
 def _fact(value: Any) -> str:

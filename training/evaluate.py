@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evaluate_rankings, recall_at_k
-from segue.settings import FeatureSettings, SegueSettings
+from segue.settings import SegueSettings
 from segue.ranking.candidates import CandidateSet
 from segue.ranking.offline_sources import OfflineSources, neighbour_rankings, ordered
 from segue.ranking.ranker_features import ranker_features
