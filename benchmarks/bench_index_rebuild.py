@@ -81,19 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         base = pq.read_table(tmp / "catalog.parquet")
         server = uri = None
         if any(name != "embedded" for name in profiles):
-            from milvus import MilvusServer, MilvusServerConfig
+            from segue.indexing.milvus_server import LocalMilvusServer
+            from segue.streaming.kafka_broker import free_port
 
-            server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / "milvus-server")))
-            server.start()
-            uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+            server = LocalMilvusServer(tmp / "milvus-server", free_port()).start()
+            uri = server.uri
         try:
             for size in sizes:
                 snapshot = tmp / f"catalog-{size}.parquet"
                 pq.write_table(replicate(base, size), snapshot)
                 for name in profiles:
                     run_settings = settings.model_copy(update={
-                        "index": IndexSettings(profile=name, uri=None if name == "embedded" else uri,
-                                               alias=f"bench_{name}_{size}"),
+                        "index": IndexSettings(profile=name, alias=f"bench_{name}_{size}",
+                                               **({} if name == "embedded" else {"uri": uri})),
                         "paths": settings.paths.model_copy(update={"index_dir": tmp / f"index-{name}-{size}"})})
                     t = time.perf_counter()
                     report = rebuild_index(run_settings, store, model, snapshot=snapshot)

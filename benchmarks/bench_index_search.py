@@ -167,19 +167,17 @@ def bench_tfrs_scann(results: Results, catalogue, queries):
 
 @contextlib.contextmanager
 def milvus_server():
-    """A Milvus standalone server on a throwaway data dir, and a client to it."""
-    from milvus import MilvusServer, MilvusServerConfig
+    """A Milvus standalone server as `segue milvus start` runs it, on a throwaway data dir, and a client."""
     from pymilvus import MilvusClient
 
+    from segue.indexing.milvus_server import LocalMilvusServer
+    from segue.streaming.kafka_broker import free_port
+
     with tempfile.TemporaryDirectory(prefix="segue-bench-milvus-") as data_dir:
-        server = MilvusServer(MilvusServerConfig(data_dir=data_dir))
-        try:
-            server.start()
-            client = MilvusClient(f"http://127.0.0.1:{server.config.get('proxy_port')}")
+        with LocalMilvusServer(Path(data_dir), port=free_port()) as server:
+            client = MilvusClient(server.uri)
             yield client
             client.close()
-        finally:
-            server.stop()
 
 
 def bench_milvus(results: Results, client, profile: str, catalogue, queries, index_type: str, build_params: dict,

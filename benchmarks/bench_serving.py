@@ -13,7 +13,7 @@ Replicated tracks have no Feast metadata: the metadata lookup of a result costs 
 `segue serve` runs as its own process (one worker), as users run it. For each concurrency the load
 generator keeps that many HTTP/1.1 keep-alive connections busy from this process for `--seconds`:
 70% known playlists, 20% cold ones (a name and 5 seed tracks), 10% known ones with filters and
-diversity, k=10. Concurrency 1 is unloaded latency. Every response carries the server's
+diversity, k=10 (`--k`). Concurrency 1 is unloaded latency. Every response carries the server's
 own timing of each stage (feature lookup, query tower, search, metadata), so the API's overhead is
 the client's latency minus the stages, per request, in the same run.
 """
@@ -60,18 +60,18 @@ def build_index(settings_json: str, snapshot: str) -> None:
     rebuild_index(settings, open_store(settings), Path(settings.paths.models_dir) / "latest", snapshot=Path(snapshot))
 
 
-def request_bodies(snapshots: Path, catalog: list[str], n: int, seed: int = 3) -> list[bytes]:
+def request_bodies(snapshots: Path, catalog: list[str], n: int, k: int = 10, seed: int = 3) -> list[bytes]:
     pids = np.unique(pq.read_table(snapshots, columns=["pid"]).column("pid").to_numpy())
     rng = np.random.default_rng(seed)
     bodies = []
     for _ in range(n):
         draw = rng.random()
         if draw < 0.7:
-            body = {"playlist_id": int(rng.choice(pids)), "k": 10}
+            body = {"playlist_id": int(rng.choice(pids)), "k": k}
         elif draw < 0.9:
-            body = {"name": "bench mix", "track_uris": [str(u) for u in rng.choice(catalog, 5)], "k": 10}
+            body = {"name": "bench mix", "track_uris": [str(u) for u in rng.choice(catalog, 5)], "k": k}
         else:
-            body = {"playlist_id": int(rng.choice(pids)), "k": 10,
+            body = {"playlist_id": int(rng.choice(pids)), "k": k,
                     "filters": {"exclude_explicit": True, "max_per_artist": 1}}
         raw = json.dumps(body).encode()
         bodies.append(b"POST /v1/recommendations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
@@ -150,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature profile:index profile:tracks, comma-separated")
     p.add_argument("--concurrency", default="1,2,8", help="connections kept busy, one phase each")
     p.add_argument("--seconds", type=float, default=20, help="length of each phase")
+    p.add_argument("--k", type=int, default=10, help="tracks asked for per request")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "serving.json")
     args = p.parse_args(argv)
-
-    from milvus import MilvusServer, MilvusServerConfig
 
     from segue.batch.spark_session import build_spark
     from segue.logs import configure_logging
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
                          f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
               "model": model.name, "duration_s": args.seconds, "workers": 1,
-              "mix": "70% known, 20% cold (name + 5 seeds), 10% known with filters + diversity; k=10",
+              "mix": f"70% known, 20% cold (name + 5 seeds), 10% known with filters + diversity; k={args.k}",
               "runs": []}
     with tempfile.TemporaryDirectory(prefix="segue-bench-serving-") as tmp, ExitStack() as stack:
         tmp = Path(tmp)
@@ -198,10 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 write_snapshot(open_store(s), snapshot, datetime.now(timezone.utc))
             if index_profile != "embedded" and server_uri is None:
-                server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / "milvus-server")))
-                server.start()
-                stack.callback(server.stop)
-                server_uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+                from segue.indexing.milvus_server import LocalMilvusServer
+
+                server_uri = stack.enter_context(LocalMilvusServer(tmp / "milvus-server", free_port())).uri
             base = pq.read_table(snapshot)
             sized = tmp / f"catalog-{size}.parquet"
             if not sized.exists():
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             s = s.model_copy(update={
                 "index": IndexSettings(profile=index_profile, alias=f"bench_{name}",
-                                       uri=None if index_profile == "embedded" else server_uri),
+                                       **({} if index_profile == "embedded" else {"uri": server_uri})),
                 "paths": s.paths.model_copy(update={"index_dir": tmp / f"index-{name}", "models_dir": model.parent}),
                 "serve": ServeSettings(port=port), "log": s.log.model_copy(update={"level": "WARNING"})})
             print(f"[{name}] building the index ({size:,} tracks) ...", flush=True)
@@ -226,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             api = start_api(s, tmp, port)
             try:
                 catalog = base.column("track_uri").to_pylist()
-                bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000)
+                bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000, k=args.k)
                 run = {"features": feature_profile, "index": index_profile, "tracks": size,
                        "phases": [measure(port, bodies, int(c), args.seconds) for c in args.concurrency.split(",")]}
             finally:

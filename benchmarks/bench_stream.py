@@ -169,14 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         services.callback(broker.stop)
         for feature_profile, index_profile in runs:
             with ExitStack() as milvus:
-                uri = None
+                uri = IndexSettings().uri  # unused by the embedded profile
                 if index_profile != "embedded":
-                    from milvus import MilvusServer, MilvusServerConfig
+                    from segue.indexing.milvus_server import LocalMilvusServer
 
-                    server = MilvusServer(MilvusServerConfig(data_dir=str(tmp / f"milvus-{feature_profile}")))
-                    server.start()
-                    milvus.callback(server.stop)
-                    uri = f"http://127.0.0.1:{server.config.get('proxy_port')}"
+                    uri = milvus.enter_context(LocalMilvusServer(tmp / f"milvus-{feature_profile}", free_port())).uri
                 name = f"{feature_profile}_{index_profile}"
                 settings = worlds[feature_profile]
                 s = settings.model_copy(update={

@@ -1,4 +1,4 @@
-"""Opens Milvus for the configured profile: a local Milvus Lite file, or a server by URI."""
+"""Opens Milvus for the configured profile: a server by URI, or a local Milvus Lite file."""
 
 from __future__ import annotations
 
@@ -16,12 +16,8 @@ def index_profile(settings: SegueSettings) -> IndexProfile:
 
 
 def milvus_uri(settings: SegueSettings) -> str:
-    profile = index_profile(settings)
-    if settings.index.uri:
+    if index_profile(settings).engine == "server":
         return settings.index.uri
-    if profile.engine == "server":
-        raise ValueError(f"index profile {profile.name!r} needs a Milvus server: set index.uri "
-                         "(SEGUE_INDEX__URI=http://host:19530)")
     path = Path(settings.paths.index_dir) / "milvus.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path.absolute())

@@ -139,9 +139,11 @@ PROFILES: dict[str, IndexProfile] = {p.name: p for p in (
     # Milvus Lite 3.x keeps an exact FLAT index correct at demo sizes; it drops index build
     # parameters given the pymilvus way, so an approximate index there would not be the one asked for.
     IndexProfile("embedded", "lite", "FLAT",
-                 description="Milvus Lite in a local file, exact search: laptops, CI, the demo"),
+                 description="Milvus Lite in a local file, exact search; one process at a time (no API "
+                             "beside the stream or a rebuild)"),
     IndexProfile("cpu_hnsw", "server", "HNSW", {"M": 16, "efConstruction": 200}, {"ef": 200},
-                 description="Milvus server, HNSW graph: lowest latency on CPU, ~1.5x the vectors in RAM"),
+                 description="Milvus server, HNSW graph: lowest latency on CPU, ~1.5x the vectors in RAM; "
+                             "the default, on the local server `segue milvus start` runs"),
     IndexProfile("cpu_ivf", "server", "IVF_FLAT", {"nlist": 1024}, {"nprobe": 32},
                  description="Milvus server, IVF_FLAT: faster builds and less memory than HNSW"),
     IndexProfile("gpu_cagra", "server", "GPU_CAGRA",

@@ -74,6 +74,14 @@ class CandidateSet:
         return ["+".join(s for s, r in ((TOWER, t), (NEIGHBOURS, n)) if r)
                 for t, n in zip(self.tower_rank, self.neighbour_rank)]
 
+    @property
+    def ranker_applies(self) -> bool:
+        """Whether the ranker orders this set. Without seeds (a title-only playlist) its features hold
+        only the towers' own signals, and it ranked such cases below the towers' order on every
+        dataset measured (Recall@100 0.289 vs 0.295 on the demo data, 0.051 vs 0.136 on 10k
+        id-only playlists), so fusion's order, the towers' alone there, is kept."""
+        return self.seeds_read > 0
+
     def fused_order(self) -> np.ndarray:
         """Row order by reciprocal-rank fusion of the two sources (the merge without a ranker)."""
         fused = (np.where(self.tower_rank > 0, 1.0 / (FUSION_K + self.tower_rank), 0.0)

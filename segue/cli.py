@@ -17,7 +17,7 @@ from segue.settings import SegueSettings, load_settings
 
 
 # `segue --help` lists the commands in the order the pipeline runs them.
-PIPELINE_ORDER = ("demo", "data", "batch", "features", "train", "evaluate", "models", "index", "kafka", "stream",
+PIPELINE_ORDER = ("demo", "data", "batch", "features", "train", "evaluate", "models", "milvus", "index", "kafka", "stream",
                   "serve", "config")
 
 
@@ -395,6 +395,63 @@ def models_rollback(settings: SegueSettings) -> None:
         raise click.ClickException(f"no version older than {current} in {settings.paths.models_dir}")
     versions.publish_latest(earlier[-1])
     click.echo(f"latest -> {earlier[-1]} (was {current})")
+
+
+@cli.group()
+def milvus() -> None:
+    """A local Milvus server (the `milvus` package's standalone binary) at index.uri, for the server profiles."""
+
+
+_MILVUS_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                           help="The server's data, logs and pid file (default: <paths.index_dir>/milvus-server).")
+
+
+def _local_milvus(settings: SegueSettings, data_dir: Path | None):
+    from segue.indexing.milvus_server import MilvusServerError, local_server
+
+    try:
+        return local_server(settings.index.uri, data_dir or Path(settings.paths.index_dir) / "milvus-server")
+    except MilvusServerError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@milvus.command("start")
+@_MILVUS_DIR
+@click.pass_obj
+def milvus_start(settings: SegueSettings, data_dir: Path | None) -> None:
+    """Start the server in the background on index.uri's port (if nothing answers there) and print its URI."""
+    from segue.indexing.milvus_server import MilvusServerError
+
+    server = _local_milvus(settings, data_dir)
+    try:
+        started = server.ensure_started()
+    except MilvusServerError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(server.uri if started else f"{server.uri} (already answering; nothing started)")
+
+
+@milvus.command("stop")
+@_MILVUS_DIR
+@click.pass_obj
+def milvus_stop(settings: SegueSettings, data_dir: Path | None) -> None:
+    """Stop the server started on that data folder."""
+    _local_milvus(settings, data_dir).stop()
+
+
+@milvus.command("status")
+@_MILVUS_DIR
+@click.pass_obj
+def milvus_status(settings: SegueSettings, data_dir: Path | None) -> None:
+    """Say whether the server runs (exit code 1 when nothing answers on index.uri)."""
+    server = _local_milvus(settings, data_dir)
+    pid = server.running_pid()
+    if pid is not None:
+        click.echo(f"running: {server.uri} (pid {pid}, data {server.data_dir})")
+    elif server.answers():
+        click.echo(f"answering: {server.uri} (a server not started from {server.data_dir})")
+    else:
+        click.echo(f"not running: nothing answers on {server.uri}; start it with `segue milvus start`")
+        raise SystemExit(1)
 
 
 @cli.group()

@@ -55,8 +55,9 @@ def _classify(e: BaseException, settings: Any | None) -> KnownFailure | None:
         return KnownFailure(NOT_PREPARED, f"{text}")
     if name == "MilvusException" and ("Fail connecting" in text or "server unavailable" in text):
         uri = getattr(getattr(settings, "index", None), "uri", None)
-        return KnownFailure(UNREACHABLE, f"Milvus at {uri} does not answer; start it (docker compose up milvus) "
-                                         "or set index.uri (SEGUE_INDEX__URI)")
+        return KnownFailure(UNREACHABLE, f"Milvus at {uri} does not answer; start it (`segue milvus start` on "
+                                         "this machine, or docker compose up milvus) or set index.uri "
+                                         "(SEGUE_INDEX__URI)")
     if name in ("NoBrokersAvailable", "KafkaConnectionError"):
         servers = getattr(getattr(settings, "kafka", None), "bootstrap_servers", None)
         return KnownFailure(UNREACHABLE, f"Kafka at {servers} does not answer; start it (`segue kafka start`) "

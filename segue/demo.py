@@ -13,6 +13,7 @@ import click
 import yaml
 from pydantic import SecretStr
 
+from segue.indexing.profiles import PROFILES
 from segue.settings import GenerateSettings, PathSettings, SegueSettings, settings_document
 
 
@@ -199,6 +200,9 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             click.echo(comparisons)
     click.echo(f"\nEvery command against this demo reads its settings: segue --config {config} <command>\n"
                f"Serve it yourself: segue --config {config} serve  (then http://127.0.0.1:8000/docs)")
+    if report is not None and PROFILES[settings.index.profile].engine == "server":
+        click.echo(f"The Milvus server at {settings.index.uri} stays up for the API, `segue stream run` and "
+                   f"`segue index rebuild`; stop it with: segue --config {config} milvus stop")
     return 0
 
 
@@ -244,6 +248,9 @@ def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
     from segue.indexing.rebuild import rebuild_index
     from segue.indexing.track_index import TrackIndex
 
+    if index_profile(settings).engine == "server":
+        _start_local_milvus(demo, settings)
+
     def run_rebuild() -> dict[str, Any]:
         r = rebuild_index(settings, open_store(settings), model)
         checks = r.validation["checks"]
@@ -271,6 +278,23 @@ def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
     click.secho(f"\nNearest tracks to {label(sample)} ({sample})", bold=True)
     for rank, h in enumerate(hits, 1):
         click.echo(f"  {rank}. {h.score:.3f}  {label(h.track_uri)}")
+
+
+def _start_local_milvus(demo: Demo, settings: SegueSettings) -> None:
+    """The server profiles' index on this machine: `segue milvus start`'s server, left running so that
+    the API, the stream daemon and the nightly rebuild can share it after the demo."""
+    from segue.indexing.milvus_server import MilvusServerError, local_server
+
+    try:
+        server = local_server(settings.index.uri, Path(settings.paths.index_dir) / "milvus-server")
+    except MilvusServerError:
+        return  # a remote server: the rebuild step reaches it, or says it cannot
+
+    def run_start() -> dict[str, Any]:
+        started = server.ensure_started()
+        return {"uri": server.uri, "started": started, "data": server.data_dir if started else "-"}
+
+    demo.run("Milvus server (segue milvus start)", run_start)
 
 
 def _catalogue_tracks(settings: SegueSettings, count: int) -> list[dict]:
@@ -347,8 +371,8 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
 
 
 def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int = 2) -> None:
-    """Starts the API (in this process: Milvus Lite opens its file from one process only), asks it
-    for a few playlists over HTTP, prints the answers, and stops it."""
+    """Starts the API in this process (Milvus Lite, if chosen, opens its file from one process only),
+    asks it for a few playlists over HTTP, prints the answers, and stops it."""
     import json
     import urllib.request
 

@@ -209,10 +209,12 @@ class TrainingSettings(Section):
 class IndexSettings(Section):
     """`segue index`: where track embeddings live in Milvus and how a rebuild is accepted."""
 
-    profile: str = Field("embedded", pattern="^(embedded|cpu_hnsw|cpu_ivf|gpu_cagra|gpu_ivf_pq)$",
-                         description="embedded: Milvus Lite in a local file; cpu_*/gpu_*: a Milvus server")
-    uri: str | None = Field(None, description="Milvus server URI (http://host:19530); "
-                                              "default for embedded: <index_dir>/milvus.db")
+    profile: str = Field("cpu_hnsw", pattern="^(embedded|cpu_hnsw|cpu_ivf|gpu_cagra|gpu_ivf_pq)$",
+                         description="cpu_*/gpu_*: a Milvus server (by default the local one `segue milvus "
+                                     "start` runs); embedded: Milvus Lite in <index_dir>/milvus.db, which one "
+                                     "process at a time can open")
+    uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI of the server profiles; on this "
+                     "machine's loopback, `segue milvus start` runs it (embedded ignores it)")
     token: SecretStr = Field(SecretStr(""), description="Milvus credentials (user:password or an API key); "
                                                        "never logged")
     alias: str = Field("tracks", pattern="^[A-Za-z_][A-Za-z0-9_]*$",

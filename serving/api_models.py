@@ -87,8 +87,9 @@ class RecommendationResponse(BaseModel):
     unknown_track_uris: list[str] = Field(default_factory=list,
                                           description="Seed tracks the feature store does not know")
     ordering: Literal["ranker", "fusion", "tower"] = Field(
-        description="ranker: the ranking stage ordered the merged candidates; fusion: retrieval only, the "
-                    "sources merged by reciprocal rank; tower: the towers' search alone (no neighbour table)")
+        description="ranker: the ranking stage ordered the merged candidates; fusion: retrieval only (asked "
+                    "for, or no seed tracks for the ranker to read), the sources merged by reciprocal rank; "
+                    "tower: the towers' search alone (no neighbour table)")
     tracks: list[Track]
     index: IndexVersion
     timings_ms: dict[str, float]

@@ -28,7 +28,7 @@ def run_api(settings: SegueSettings) -> None:
         if settings.index.profile == "embedded":
             raise ServeConfigError(f"serve.workers={cfg.workers}, but the embedded index (Milvus Lite) opens its "
                                    "file from one process only: use workers=1, or a Milvus server "
-                                   "(index.profile cpu_hnsw and index.uri)")
+                                   "(index.profile cpu_hnsw, the default, with `segue milvus start`)")
         # Workers are new processes: they read segue.yaml and SEGUE_* variables themselves, so the
         # command line's feature profile travels as its variable.
         os.environ["SEGUE_FEATURES__PROFILE"] = settings.features.profile

@@ -234,11 +234,12 @@ class Recommender:
         return c, ordered_hits
 
     async def _staged(self, target: ServingTarget, vector: np.ndarray, request: RecommendationRequest,
-                      seeds: list[str], ranked: bool, timings: dict[str, float]) -> tuple[list[Hit], dict]:
-        """Merged candidates in the ranker's order (or fusion's), then diversity; the hits and, per
-        track, its sources and ranker score."""
+                      seeds: list[str], ranked: bool, timings: dict[str, float]) -> tuple[list[Hit], dict, str]:
+        """Merged candidates in the ranker's order (or fusion's), then diversity; the hits, per track
+        its sources and ranker score, and the order used."""
         c, hits = await self._candidates(target, vector, request.k, request.filters, seeds, timings)
         scores = None
+        ranked = ranked and c.ranker_applies
         if ranked:
             scores = await self._call("ranker", timings, lambda: target.ranker.score(ranker_features(c)), None)
             order = np.argsort(-scores, kind="stable")
@@ -247,7 +248,8 @@ class Recommender:
         sources = c.sources()
         about = {c.track_uri[i]: (sources[i].split("+"), None if scores is None else round(float(scores[i]), 6))
                  for i in order}
-        return diversify([hits[i] for i in order], request.k, request.filters.max_per_artist), about
+        return (diversify([hits[i] for i in order], request.k, request.filters.max_per_artist), about,
+                "ranker" if ranked else "fusion")
 
     async def _tracks(self, hits: Sequence[Hit], timings: dict[str, float],
                       about: dict[str, tuple[list[str], float | None]] | None = None) -> list[Track]:
@@ -288,7 +290,8 @@ class Recommender:
             hits = await self._tower_search(target, vector, request.k, request.filters, query.seeds, timings)
             about = None
         else:
-            hits, about = await self._staged(target, vector, request, query.seeds, ordering == "ranker", timings)
+            hits, about, ordering = await self._staged(target, vector, request, query.seeds, ordering == "ranker",
+                                                       timings)
         tracks = await self._tracks(hits, timings, about)
         if len(tracks) < request.k:
             self.metrics.partial.inc()

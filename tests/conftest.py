@@ -61,7 +61,8 @@ def world(tmp_path_factory, spark):
     from segue.settings import load_settings
 
     root = tmp_path_factory.mktemp("training")
-    settings = load_settings(paths={"data_dir": root}, training=SMALL_TRAINING,
+    # Milvus Lite: tests that need the server profile (the default) bring their own server.
+    settings = load_settings(paths={"data_dir": root}, training=SMALL_TRAINING, index={"profile": "embedded"},
                              examples={"positions_per_playlist": 4, "labels_per_position": 1})
     store = build_sample_world(spark, settings, playlists=2000, seed=11, tastes=8, start=date(2014, 1, 1),
                                challenge_playlists=20)
@@ -93,19 +94,12 @@ def spark():
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """A real Milvus standalone server (the PyPI `milvus` package: embedded etcd, local storage),
-    started as a local process on free ports and stopped at the end; yields its URI."""
-    from milvus import MilvusServer, MilvusServerConfig
+    started as `segue milvus start` starts it, on a free port; yields its URI."""
+    from segue.indexing.milvus_server import LocalMilvusServer
+    from segue.streaming.kafka_broker import free_port
 
-    config = MilvusServerConfig(data_dir=str(tmp_path_factory.mktemp("milvus-server")))
-    # Advertise loopback addresses; the package's components still listen on every interface.
-    for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode"):
-        config.set(f"{component}.ip", "127.0.0.1")
-    server = MilvusServer(config)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{config.get('proxy_port')}"
-    finally:
-        server.stop()
+    with LocalMilvusServer(tmp_path_factory.mktemp("milvus-server"), port=free_port()) as server:
+        yield server.uri
 
 
 @pytest.fixture(scope="session")

@@ -126,8 +126,11 @@ def test_cold_playlist_from_tracks_or_name(embedded):
     assert body["query_features"] == "request" and body["returned"] == 30
     assert body["unknown_track_uris"] == [UNKNOWN_TRACK] and body["excluded_seeds"] == 7
     assert not {t["track_uri"] for t in body["tracks"]} & set(seeds)
+    assert body["ordering"] == "ranker"
     by_name = recommend(url, name="late night drive", k=5)
     assert by_name.status_code == 200 and by_name.json()["returned"] == 5
+    # No seeds for the ranker to read: the towers' order stands, and the answer says so.
+    assert by_name.json()["ordering"] == "fusion" and all(t["ranker_score"] is None for t in by_name.json()["tracks"])
     # A pid Feast does not know, with context, is served cold rather than refused.
     assert recommend(url, playlist_id=10**9, name="late night drive", k=5).json()["query_features"] == "request"
 

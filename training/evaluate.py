@@ -83,7 +83,8 @@ class _PipelineRankings:
 
     def ranked(self) -> list[list[str]]:
         ranker = self.versions.ranker(self.model)
-        return [ordered(c, np.argsort(-ranker.score(ranker_features(c)), kind="stable"), MAX_RANKED)
+        return [ordered(c, np.argsort(-ranker.score(ranker_features(c)), kind="stable") if c.ranker_applies
+                        else c.fused_order(), MAX_RANKED)
                 for c in self._candidate_sets()]
 
     def merged(self) -> list[list[str]]:
