@@ -51,6 +51,7 @@ bench: install services
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_index_search.py
+	$(BIN)/python benchmarks/bench_default_index.py
 	$(BIN)/python benchmarks/bench_index_rebuild.py --data $(DEMO_DIR)   # needs `make demo` first
 	$(BIN)/python benchmarks/bench_stream.py --data $(DEMO_DIR)          # needs `make demo` first
 	$(BIN)/python benchmarks/bench_serving.py --data $(DEMO_DIR)         # needs `make demo` first

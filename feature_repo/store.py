@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from string import Template
 
+import yaml
 from feast import FeatureStore
+from feast.repo_config import RepoConfig
 
 from segue.batch.build_neighbours import publish_empty_table
 from segue.settings import SegueSettings
@@ -33,11 +36,18 @@ def open_store(settings: SegueSettings, profile: str | None = None,
     repo_path = Path(repo_path or settings.features.repo_path or REPO_PATH)
     if profile not in PROFILE_FILES:
         raise ValueError(f"unknown feature profile {profile!r}; choose one of {sorted(PROFILE_FILES)}")
-    # Feast expands ${VAR} in its YAML from the environment and imports definitions.py, which
-    # reads the settings from it too: one source of truth for paths and connections.
-    os.environ.update(profile_environment(settings, profile))
     (repo_path / "data").mkdir(exist_ok=True)
-    return FeatureStore(repo_path=str(repo_path), fs_yaml_file=repo_path / PROFILE_FILES[profile])
+    return FeatureStore(repo_path=str(repo_path), config=repo_config(settings, profile, repo_path))
+
+
+def repo_config(settings: SegueSettings, profile: str, repo_path: Path) -> RepoConfig:
+    """The profile's `feature_store*.yaml` with its ${VAR}s filled from `settings`, as Feast's own
+    loader fills them from the environment for `feast` CLI users; nothing is exported, so stores
+    with different settings can live in one process."""
+    text = (repo_path / PROFILE_FILES[profile]).read_text()
+    config = RepoConfig(**yaml.safe_load(Template(text).safe_substitute(profile_environment(settings, profile))))
+    config.repo_path = repo_path
+    return config
 
 
 def apply_definitions(settings: SegueSettings, profile: str | None = None,

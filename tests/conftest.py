@@ -17,16 +17,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_environment():
-    """Each test module starts from the same environment: opening a Feast store exports the
-    settings Feast's YAML reads (SEGUE_*), which would otherwise leak into later modules."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 @pytest.fixture(scope="session")
 def fixture_mpd() -> Path:
     """Three hand-written playlists (one slice) plus metadata for all tracks but one."""

@@ -36,7 +36,8 @@ from segue.training.baselines import TrainingHistory, cooccurrence_rankings, pop
 from segue.training.case_queries import challenge_queries
 from segue.training.data import Catalog, load_catalog
 from segue.training.model_versions import MANIFEST, ModelVersion, ModelVersions
-from segue.training.report import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, write_report
+from segue.training.report import (BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, ranker_comparison,
+                                   write_report)
 from segue.training.train import train
 
 _LOGGER = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def evaluate(settings: SegueSettings, store: FeatureStore, model_dir: Path, out_
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": BOOTSTRAP_LEVEL, "seed": bootstrap_seed,
                       "unit": "held-out playlist"},
         "comparisons": comparisons,
+        "ranker_vs_retrieval": ranker_comparison(per_playlist, seed=bootstrap_seed),
     }
     write_report(report, out_dir)
     # The version's manifest carries its held-out figures too, next to the validation ones.

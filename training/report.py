@@ -22,6 +22,8 @@ from segue.batch.mpd.metrics import COMPARED_METRICS, PlaylistScores, bootstrap_
 
 _COLUMNS = ("recall@10", "recall@50", "recall@100", "recall@500", "ndcg", "r_precision", "clicks")
 BASELINE = "cooccurrence"  # what every model is compared with, when it was scored
+RANKED = "full_pipeline"
+RETRIEVAL_ORDERS = ("merged_sources", "two_tower")  # the same merge without the ranker; the towers alone
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 
@@ -49,17 +51,29 @@ def bootstrap_summary(scores: dict[str, PlaylistScores], baseline: str = BASELIN
                  for name, s in scores.items()}
     if baseline not in scores:
         return intervals, {}
-    models = {}
-    for name, s in scores.items():
-        if name == baseline:
-            continue
-        compared = compare(s, scores[baseline], COMPARED_METRICS, resamples=resamples, seed=seed, level=level)
-        models[name] = {m: {"difference": c["difference"], "interval": list(c["difference_interval"]),
-                            "ratio": c["ratio"],
-                            "ratio_interval": None if c["ratio_interval"] is None else list(c["ratio_interval"]),
-                            "verdict": c["verdict"]}
-                        for m, c in compared.items()}
+    models = {name: _paired(s, scores[baseline], resamples, seed, level)
+              for name, s in scores.items() if name != baseline}
     return intervals, {"baseline": baseline, "metrics": list(COMPARED_METRICS), "models": models}
+
+
+def ranker_comparison(scores: dict[str, PlaylistScores], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                      level: float = BOOTSTRAP_LEVEL) -> dict[str, Any]:
+    """The ranking stage against the retrieval orders it replaces (the same merged candidates in
+    fusion's order, and the towers' search alone), by the same paired bootstrap; `{}` for a model
+    without the ranking stage."""
+    if RANKED not in scores:
+        return {}
+    return {"model": RANKED, "against": {name: _paired(scores[RANKED], scores[name], resamples, seed, level)
+                                          for name in RETRIEVAL_ORDERS if name in scores}}
+
+
+def _paired(model: PlaylistScores, baseline: PlaylistScores, resamples: int, seed: int,
+            level: float) -> dict[str, dict[str, Any]]:
+    compared = compare(model, baseline, COMPARED_METRICS, resamples=resamples, seed=seed, level=level)
+    return {m: {"difference": c["difference"], "interval": list(c["difference_interval"]), "ratio": c["ratio"],
+                "ratio_interval": None if c["ratio_interval"] is None else list(c["ratio_interval"]),
+                "verdict": c["verdict"]}
+            for m, c in compared.items()}
 
 
 def _cell(result: dict[str, Any], metric: str) -> str:
@@ -91,10 +105,14 @@ def comparisons_table(report: dict[str, Any]) -> str:
     comparisons = report.get("comparisons") or {}
     if not comparisons.get("models"):
         return ""
-    metrics = comparisons["metrics"]
+    return _paired_table(comparisons["models"])
+
+
+def _paired_table(models: dict[str, dict[str, dict[str, Any]]]) -> str:
+    metrics = list(next(iter(models.values())))
     head = ["model", *(f"{m} difference" for m in metrics)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, rows in comparisons["models"].items():
+    for name, rows in models.items():
         cells = [f"{_signed(rows[m]['difference'], 3)} [{_signed(rows[m]['interval'][0], 3)}, "
                  f"{_signed(rows[m]['interval'][1], 3)}] {rows[m]['verdict']}" for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -150,6 +168,10 @@ def _uncertainty_section(report: dict[str, Any]) -> list[str]:
                   "Difference of means (model − baseline) with its paired bootstrap interval (same playlists "
                   "resampled for both); `better` / `worse` only when the interval excludes 0, else `tie`.", "",
                   table, ""]
+    ranker = report.get("ranker_vs_retrieval") or {}
+    if ranker.get("against"):
+        lines += [f"## The ranker against the retrieval orders (`{ranker['model']}` − each, paired)", "",
+                  _paired_table(ranker["against"]), ""]
     return lines
 
 
