@@ -6,6 +6,7 @@ The files are only parsed here; no Docker engine runs on the development machine
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import subprocess
@@ -268,3 +269,97 @@ def test_dockerfile_copies_every_package_and_dockerignore_keeps_them():
     package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     missing = sorted(set(package_dirs.values()) - set(sources))
     assert not missing, f"{DOCKERFILE.name}: package folders {missing} (pyproject.toml) are not copied"
+
+
+PROMETHEUS = DOCKER / "prometheus.yml"
+GRAFANA = DOCKER / "grafana"
+
+
+def emitted_metrics() -> dict[str, set[str]]:
+    """Every sample name the API and the stream daemon expose, with its label names: rendered by the
+    real collectors after one observation of each kind, as Prometheus scrapes them."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from segue.serving.api_metrics import ServingMetrics
+    from segue.streaming.daemon_metrics import StreamMetrics
+
+    api = ServingMetrics()
+    api.requests.inc("/v1/recommendations 200")
+    api.request_seconds.observe(0.01, "/v1/recommendations")
+    api.stage_seconds.observe(0.002, "search")
+    api.dependency_failures.inc("milvus")
+    api.partial.inc()
+    api.target = ("tracks_v1", "v1")
+    stream = StreamMetrics()
+    stream.events.inc("indexed")
+    stream.failures.inc("write")
+    stream.lag.set("0", 3)
+    stream.committed(1, 0.0)
+    stream.freshness.observe(0.5)
+    stream.batch_seconds.observe(0.1)
+    stream.stage_seconds.observe(0.05, "feast_push")
+    names: dict[str, set[str]] = {}
+    for registry in (api.registry, stream.registry):
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for sample in family.samples:
+                names.setdefault(sample.name, set()).update(sample.labels)
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((GRAFANA / "dashboards" / "segue.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_dashboard_queries_name_metrics_and_labels_the_code_emits():
+    emitted = emitted_metrics()
+    queries = dashboard_queries()
+    assert queries, "the Segue dashboard has no queries"
+    for expr in queries:
+        used = re.findall(r"\b(segue_[a-z_]+)\b(?:\{([^}]*)\})?", expr)
+        assert used, f"{expr!r} reads no Segue metric"
+        labels = {label for name, _ in used for label in emitted.get(name, ())} | {"le"}
+        for name, selector in used:
+            assert name in emitted, f"dashboard query {expr!r}: {name} is not emitted; the code emits {sorted(emitted)}"
+            for label in re.findall(r"(\w+)\s*=~?", selector):
+                assert label in emitted[name], f"dashboard query {expr!r}: {name} has no label {label!r}"
+        for group in re.findall(r"\bby \(([^)]*)\)", expr):
+            for label in (g.strip() for g in group.split(",")):
+                assert label in labels, f"dashboard query {expr!r} groups by {label!r}, which its metrics lack"
+    # Every family is on the dashboard: what the code measures, an operator sees.
+    shown = {re.sub(r"_(total|bucket|sum|count|created)$", "", m) for expr in queries
+             for m in re.findall(r"\bsegue_[a-z_]+", expr)}
+    families = {re.sub(r"_(total|bucket|sum|count|created)$", "", m) for m in emitted}
+    missing = families - shown - {"segue_api_serving_target", "segue_api_target_swaps", "segue_stream_batches",
+                                  "segue_stream_events_per_second", "segue_stream_batch_seconds"}
+    assert not missing, f"metrics on no dashboard panel: {sorted(missing)}"
+
+
+def test_dashboard_endpoint_labels_are_api_routes():
+    routes = set(re.findall(r'@app\.(?:get|post|put|delete)\("([^"]+)"', (ROOT / "serving" / "app.py").read_text()))
+    for expr in dashboard_queries():
+        for endpoint in re.findall(r'endpoint="([^"]+)"', expr):
+            assert endpoint in routes, f"dashboard query {expr!r}: no API route {endpoint!r}; routes: {sorted(routes)}"
+
+
+def test_prometheus_scrapes_the_api_and_the_stream_on_their_ports():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = {target for job in config["scrape_configs"] for group in job["static_configs"]
+               for target in group["targets"]}
+    assert targets == {f"api:{ServeSettings().port}", f"stream:{StreamSettings().health_port}"}, targets
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in config["scrape_configs"])
+
+
+def test_grafana_and_prometheus_services_mount_their_files():
+    mounts = {name: [str(v).split(":")[0] for v in BASE[name]["volumes"]] for name in ("prometheus", "grafana")}
+    assert "./prometheus.yml" in mounts["prometheus"], mounts
+    assert {"./grafana/provisioning", "./grafana/dashboards"} <= set(mounts["grafana"]), mounts
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "segue.yml").read_text())
+    dashboards_in_container = next(v.split(":")[1] for v in BASE["grafana"]["volumes"]
+                                   if v.startswith("./grafana/dashboards"))
+    assert provider["providers"][0]["options"]["path"] == dashboards_in_container
+    source = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert urlsplit(source["url"]).hostname == "prometheus" and urlsplit(source["url"]).port == 9090
+    assert all(t["datasource"]["uid"] == source["uid"] for p in json.loads(
+        (GRAFANA / "dashboards" / "segue.json").read_text())["panels"] for t in p["targets"])
