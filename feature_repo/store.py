@@ -28,6 +28,14 @@ def profile_environment(settings: SegueSettings, profile: str) -> dict[str, str]
             "SEGUE_PATHS__NEIGHBOURS_DIR": str(Path(settings.paths.neighbours_dir).absolute())}
 
 
+def with_socket_timeouts(connection_string: str, seconds: float) -> str:
+    """A Redis connection string that gives up after `seconds` on a dead or silent server, unless
+    it already says how long to wait (redis-py's default is forever)."""
+    present = {part.split("=", 1)[0].strip() for part in connection_string.split(",") if "=" in part}
+    extra = [f"{key}={seconds:g}" for key in ("socket_timeout", "socket_connect_timeout") if key not in present]
+    return ",".join([connection_string, *extra])
+
+
 def open_store(settings: SegueSettings, profile: str | None = None,
                repo_path: Path | None = None) -> FeatureStore:
     """The store of a profile; `repo_path` (or `features.repo_path`) may name another copy of this

@@ -177,8 +177,8 @@ def _prune(client: MilvusClient, alias: str, serving: str, previous: str | None,
            orphan_after_s: float) -> list[str]:
     """Keeps the serving build, the one it replaced and the newest `keep_previous - 1` other ready
     builds; drops the rest, any failed one and any orphaned one (a rebuild that died while
-    building). The serving collection is never dropped."""
-    found = builds(client, alias)
+    building). The serving collection and builds an API is pinned to are never dropped."""
+    found = [b for b in builds(client, alias) if not b.pinned]
     others = [b.name for b in found if b.state == READY and b.name not in (serving, previous)]
     doomed = others[:max(len(others) - (keep_previous - 1), 0)]
     doomed += [b.name for b in found if b.state == FAILED or (b.orphaned(orphan_after_s) and b.name != serving)]

@@ -33,6 +33,7 @@ STATE = "segue.state"  # building -> ready | failed
 STARTED_US = "segue.started_us"
 VALIDATION = "segue.validation"
 PREVIOUS = "segue.previous"  # the collection the alias pointed at before this one: rollback's target
+PINNED = "segue.pinned"  # "true" while an API serves this build by an admin pin: never pruned
 BUILDING, READY, FAILED = "building", "ready", "failed"
 
 SCALAR_FIELDS = ("artist_uri", "album_uri", "explicit", "popularity", "release_year", "first_added_s",
@@ -81,24 +82,25 @@ class CollectionInfo:
     started_us: int
     validation: dict[str, Any]
     previous: str
+    pinned: bool = False
 
     def orphaned(self, after_s: float, now: int | None = None) -> bool:
         """Still `building` long after it started: its rebuild died (SIGKILL, a lost machine)."""
         return self.state == BUILDING and (now or now_us()) - self.started_us > after_s * 1_000_000
 
 
-def collection_info(client: MilvusClient, name: str) -> CollectionInfo:
-    props = client.describe_collection(name).get("properties", {}) or {}
+def collection_info(client: MilvusClient, name: str, timeout_s: float | None = None) -> CollectionInfo:
+    props = client.describe_collection(name, timeout=timeout_s).get("properties", {}) or {}
     return CollectionInfo(name=name, model_version=props.get(MODEL_VERSION, ""), state=props.get(STATE, ""),
                           started_us=int(props.get(STARTED_US, 0) or 0),
                           validation=json.loads(props.get(VALIDATION, "{}") or "{}"),
-                          previous=props.get(PREVIOUS, ""))
+                          previous=props.get(PREVIOUS, ""), pinned=props.get(PINNED, "") == "true")
 
 
-def builds(client: MilvusClient, alias: str) -> list[CollectionInfo]:
+def builds(client: MilvusClient, alias: str, timeout_s: float | None = None) -> list[CollectionInfo]:
     """This alias's collections, oldest first (names sort by build time within a model version)."""
     prefix = f"{alias}_"
-    infos = [collection_info(client, n) for n in client.list_collections() if n.startswith(prefix)]
+    infos = [collection_info(client, n, timeout_s) for n in client.list_collections() if n.startswith(prefix)]
     return sorted((i for i in infos if i.model_version), key=lambda i: (i.started_us, i.name))
 
 

@@ -34,7 +34,8 @@ class WriteReport:
         self.superseded += other.superseded
 
 
-def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]]) -> WriteReport:
+def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]],
+                 timeout_s: float | None = None) -> WriteReport:
     """Upserts the rows whose event is at least as new as the stored one (equal rewrites: idempotent)."""
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -42,11 +43,11 @@ def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str,
         if kept is None or row["event_time_us"] >= kept["event_time_us"]:
             latest[row[KEY]] = row
     stored = client.query(collection, filter=f"{KEY} in {json.dumps(list(latest))}",
-                          output_fields=[KEY, "event_time_us"], consistency_level="Strong")
+                          output_fields=[KEY, "event_time_us"], consistency_level="Strong", timeout=timeout_s)
     current = {r[KEY]: r["event_time_us"] for r in stored}
     fresh = [r for uri, r in latest.items() if r["event_time_us"] >= current.get(uri, -1)]
     if fresh:
-        client.upsert(collection, fresh)
+        client.upsert(collection, fresh, timeout=timeout_s)
     return WriteReport(written=len(fresh), superseded=len(rows) - len(fresh))
 
 
@@ -54,10 +55,10 @@ class NoIndex(RuntimeError):
     """Nothing to write to: no collection serves the alias and none is being built."""
 
 
-def live_collection(client: MilvusClient, alias: str) -> str | None:
-    if alias not in client.list_aliases().get("aliases", []):
+def live_collection(client: MilvusClient, alias: str, timeout_s: float | None = None) -> str | None:
+    if alias not in client.list_aliases(timeout=timeout_s).get("aliases", []):
         return None
-    return client.describe_alias(alias)["collection_name"]
+    return client.describe_alias(alias, timeout=timeout_s)["collection_name"]
 
 
 @dataclass
@@ -73,11 +74,12 @@ class TrackUpserter:
     alias: str
     versions: ModelVersions
     orphan_after_s: float = 6 * 3600  # `index.orphan_after_s`
+    timeout_s: float | None = None  # each Milvus call's; `stream.write_timeout_s`
 
     def targets(self) -> list[CollectionInfo]:
-        live = live_collection(self.client, self.alias)
-        found = [collection_info(self.client, live)] if live else []
-        found += [b for b in builds(self.client, self.alias)
+        live = live_collection(self.client, self.alias, self.timeout_s)
+        found = [collection_info(self.client, live, self.timeout_s)] if live else []
+        found += [b for b in builds(self.client, self.alias, self.timeout_s)
                   if b.state in (BUILDING, READY) and b.name != live and not b.orphaned(self.orphan_after_s)]
         if not found:
             raise NoIndex(f"no Milvus collection serves alias {self.alias!r} and none is being built: "
@@ -95,7 +97,7 @@ class TrackUpserter:
         for target in self.targets():
             embeddings = self.tower(target.model_version).embed(features)
             rows = track_rows(track_uris, features, embeddings, event_time_us, STREAM, problems)
-            reports[target.name] = write_newest(self.client, target.name, rows)
+            reports[target.name] = write_newest(self.client, target.name, rows, self.timeout_s)
         _LOGGER.info("tracks upserted", extra={"tracks": len(track_uris),
                                                "targets": {k: vars(v) for k, v in reports.items()}})
         return reports

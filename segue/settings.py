@@ -257,6 +257,8 @@ class StreamSettings(Section):
     group_id: str = "segue-track-indexer"
     max_batch: int = Field(500, ge=1, le=50_000, description="Events per micro-batch")
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
+    write_timeout_s: float = Field(10.0, gt=0, description="Longest wait of one Milvus call and of a Redis reply "
+                                   "in a write; past it the write failed and is retried with back-off")
     retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a failed write")
     retry_max_s: float = Field(15.0, gt=0, description="Longest back-off")
     isolate_after_failures: int = Field(3, ge=1, description="Failed writes of one batch, with the stores "
@@ -293,6 +295,10 @@ class ServeSettings(Section):
                                                                    "(GPU indexes cap it at 1024)")
     feature_timeout_s: float = Field(1.0, gt=0, description="Longest wait for the online feature store")
     search_timeout_s: float = Field(2.0, gt=0, description="Longest wait for Milvus")
+    redis_socket_timeout_s: float = Field(1.0, gt=0, description="Redis socket and connect timeouts of the "
+                                          "API's feature reads, unless features.redis_connection_string sets them")
+    max_in_flight: int = Field(64, ge=1, description="Requests a worker answers at once; more get 503 with "
+                                                    "Retry-After at once instead of queueing behind a slow store")
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503")
     refresh_s: float = Field(2.0, gt=0, description="How often the alias is checked for a swapped collection")
     admin_api_key: SecretStr | None = Field(None, description="X-API-Key of the admin endpoints; unset: they "

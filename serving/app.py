@@ -23,7 +23,7 @@ from segue.serving.api_models import (
     MAX_K, Problem, RecommendationRequest, RecommendationResponse, SimilarTracksResponse)
 from segue.serving.recommender import (
     DependencyUnavailable, PlaylistNotFound, Recommender, RequestLimit, TrackNotFound)
-from segue.serving.serving_target import NotReady, ServingTargets
+from segue.serving.serving_target import NotReady, PinRefused, ServingTargets
 from segue.settings import SegueSettings, load_settings
 from segue.training.model_versions import ModelVersions
 
@@ -88,11 +88,13 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from segue.features.store import open_store
+        from segue.features.store import open_store, with_socket_timeouts
         from segue.indexing.milvus_connection import index_profile, open_client
         from segue.indexing.track_index import TrackIndex
 
-        store = open_store(settings)
+        features = settings.features.model_copy(update={"redis_connection_string": with_socket_timeouts(
+            settings.features.redis_connection_string, cfg.redis_socket_timeout_s)})
+        store = open_store(settings.model_copy(update={"features": features}))
         client = open_client(settings)
         targets = ServingTargets(client, settings.index.alias, ModelVersions(settings.paths.models_dir),
                                  cfg.search_timeout_s)
@@ -103,7 +105,7 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
 
         async def follow_alias():
             while True:
-                await loop.run_in_executor(recommender.pool, targets.refresh)
+                await loop.run_in_executor(targets.executor, targets.refresh)
                 if targets.served is not None:
                     metrics.target = (targets.served.collection, targets.served.model_version)
                 metrics.swaps = targets.swaps
@@ -118,6 +120,7 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         finally:
             follower.cancel()
             recommender.close()
+            targets.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Segue recommendations", version="1", lifespan=lifespan,
                   description="Playlist continuation: a two-tower model's query tower over Feast's online "
@@ -158,6 +161,22 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
     @app.exception_handler(BodyTooLarge)
     async def _too_large_handler(request: Request, e: BodyTooLarge):
         return JSONResponse(_too_large(cfg.max_body_bytes), 413)
+
+    app.state.in_flight = 0
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next):
+        """At most `serve.max_in_flight` API requests at once: the rest get 503 now, not a queue."""
+        if not request.url.path.startswith("/v1/"):
+            return await call_next(request)
+        if app.state.in_flight >= cfg.max_in_flight:
+            return problem(503, "overloaded", f"{cfg.max_in_flight} requests in progress (serve.max_in_flight)",
+                           retry=True)
+        app.state.in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            app.state.in_flight -= 1
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -200,7 +219,7 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         t = targets()
         try:  # the alias may have moved since the last refresh: look now, within the time limit
             wanted = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
-                recommender().pool, t.wanted), cfg.search_timeout_s)
+                t.executor, t.wanted), cfg.search_timeout_s)
         except Exception as e:  # noqa: BLE001 - any failure means not ready, said in the body
             wanted, t.problem = None, t.problem or f"Milvus: {type(e).__name__}: {str(e)[:200]}"
         body = status()
@@ -229,7 +248,7 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         denied = require_admin(x_api_key)
         if denied:
             return denied
-        await asyncio.get_running_loop().run_in_executor(recommender().pool, targets().refresh)
+        await asyncio.get_running_loop().run_in_executor(targets().executor, targets().refresh)
         return status()
 
     @app.put("/admin/target", response_model=ServingStatus, responses=admin_errors,
@@ -239,9 +258,12 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         if denied:
             return denied
         try:
-            await asyncio.get_running_loop().run_in_executor(recommender().pool, targets().pin, choice.collection)
+            await asyncio.get_running_loop().run_in_executor(targets().executor, targets().pin,
+                                                       choice.collection)
         except LookupError as e:
             return problem(404, "not found", str(e))
+        except PinRefused as e:
+            return problem(409, "not servable", str(e))
         return status()
 
     return app

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pymilvus import MilvusClient
 
-from segue.indexing.track_collection import collection_info
+from segue.indexing.track_collection import PINNED, READY, builds, collection_info, set_properties
 from segue.indexing.upsert import live_collection
 from segue.ranking.ranker import ExportedRanker
 from segue.training.export import ExportedTower
@@ -25,6 +26,10 @@ _LOGGER = logging.getLogger(__name__)
 
 class NotReady(RuntimeError):
     """No build can be served yet (no alias, or its query tower is missing)."""
+
+
+class PinRefused(ValueError):
+    """An admin pin named a build that may not serve (not validated, or another alias's)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class ServingTargets:
         self.swaps = 0
         self._current: ServingTarget | None = None
         self._lock = threading.Lock()
+        # Its own thread: requests stuck on a slow store hold the request threads, never the swaps.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="segue-serve-alias")
 
     @property
     def served(self) -> ServingTarget | None:
@@ -68,6 +75,9 @@ class ServingTargets:
 
     def wanted(self) -> str:
         if self.pinned:
+            if not self.client.has_collection(self.pinned, timeout=self.timeout_s):
+                raise NotReady(f"the pinned build {self.pinned!r} no longer exists; pin another or follow the "
+                               "alias again (PUT /admin/target with collection null)")
             return self.pinned
         live = live_collection(self.client, self.alias)
         if live is None:
@@ -101,10 +111,20 @@ class ServingTargets:
             return True
 
     def pin(self, collection: str | None) -> ServingTarget:
-        """Serves `collection` whatever the alias says (None: follow the alias again)."""
-        if collection is not None and not self.client.has_collection(collection):
-            raise LookupError(f"there is no collection {collection!r}; `segue index status` lists the builds")
-        self.pinned = collection
+        """Serves `collection`, a ready build of this alias, whatever the alias says (None: follow
+        the alias again). The build is marked pinned in Milvus so that rebuilds do not prune it."""
+        if collection is not None:
+            found = {b.name: b for b in builds(self.client, self.alias)}
+            if collection not in found:
+                raise LookupError(f"there is no build {collection!r} of alias {self.alias!r}; `segue index status` "
+                                  "lists the builds")
+            if found[collection].state != READY:
+                raise PinRefused(f"build {collection!r} is {found[collection].state!r}, not {READY!r}: only "
+                                 "validated builds can serve")
+            set_properties(self.client, collection, **{PINNED: "true"})
+        previous, self.pinned = self.pinned, collection
+        if previous and previous != collection and self.client.has_collection(previous):
+            set_properties(self.client, previous, **{PINNED: "false"})
         self.refresh()
         target = self.current
         if collection is not None and target.collection != collection:

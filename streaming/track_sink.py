@@ -232,10 +232,13 @@ class TrackSink:
 
 def open_track_sink(settings) -> TrackSink:
     """The sink of the configured feature store and index (`features.*`, `index.*`, `paths.*`)."""
-    from segue.features.store import open_store
+    from segue.features.store import open_store, with_socket_timeouts
     from segue.indexing.milvus_connection import open_client
 
+    timeout_s = settings.stream.write_timeout_s
     upserter = TrackUpserter(open_client(settings), settings.index.alias, ModelVersions(settings.paths.models_dir),
-                             settings.index.orphan_after_s)
-    return TrackSink(open_store(settings), upserter,
+                             settings.index.orphan_after_s, timeout_s)
+    features = settings.features.model_copy(update={"redis_connection_string": with_socket_timeouts(
+        settings.features.redis_connection_string, timeout_s)})
+    return TrackSink(open_store(settings.model_copy(update={"features": features})), upserter,
                      OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))

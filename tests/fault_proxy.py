@@ -8,7 +8,8 @@ import threading
 
 class FaultProxy:
     """Forwards 127.0.0.1:<port> to `target`; `cut()` drops every connection and refuses new ones
-    until `restore()`."""
+    until `restore()`; `hang()` keeps connections open but lets no byte through either way (a
+    server that stopped answering), until `restore()`."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -16,6 +17,7 @@ class FaultProxy:
         self.port = self._listener.getsockname()[1]
         self._up = threading.Event()
         self._up.set()
+        self._hung = threading.Event()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -26,7 +28,15 @@ class FaultProxy:
             for s in list(self._open):
                 self._close(s)
 
+    def hang(self) -> None:
+        self._hung.set()
+
     def restore(self) -> None:
+        if self._hung.is_set():  # what the hang swallowed is lost: close, and clients reconnect cleanly
+            with self._lock:
+                for s in list(self._open):
+                    self._close(s)
+        self._hung.clear()
         self._up.set()
 
     def close(self) -> None:
@@ -64,7 +74,8 @@ class FaultProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
-                sink.sendall(chunk)
+                if not self._hung.is_set():
+                    sink.sendall(chunk)
         except OSError:
             pass
         with self._lock:

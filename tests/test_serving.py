@@ -25,7 +25,7 @@ from segue.features.playlist_features import playlist_query_features
 from segue.features.store import open_store
 from segue.indexing.milvus_connection import open_client
 from segue.indexing.rebuild import rebuild_index
-from segue.indexing.track_collection import collection_info
+from segue.indexing.track_collection import BUILDING, MODEL_VERSION, STATE, collection_info, set_properties
 from segue.sample_world import private_feature_repo
 from segue.serving.api_server import ApiServerThread
 from segue.settings import IndexSettings, ServeSettings, settings_document
@@ -363,11 +363,71 @@ def test_admin_pins_a_build_and_needs_the_key(served):
     pinned = requests.put(f"{url}/admin/target", json={"collection": previous}, headers=headers, timeout=30)
     assert pinned.status_code == 200 and pinned.json()["collection"] == previous, pinned.text
     assert recommend(url, playlist_id=9, k=5).json()["index"]["collection"] == previous
+    assert collection_info(client, previous).pinned  # so that no rebuild prunes it
     missing = requests.put(f"{url}/admin/target", json={"collection": "no_such_build"}, headers=headers, timeout=30)
     assert missing.status_code == 404
+    # Only validated builds of this alias may serve: one still building is refused.
+    building = f"{s.index.alias}_unfinished_build"
+    client.create_collection(building, dimension=8)
+    set_properties(client, building, **{MODEL_VERSION: served["second"], STATE: BUILDING})
+    try:
+        refused = requests.put(f"{url}/admin/target", json={"collection": building}, headers=headers, timeout=30)
+        assert refused.status_code == 409 and "building" in refused.json()["detail"], refused.text
+    finally:
+        client.drop_collection(building)
     back = requests.put(f"{url}/admin/target", json={"collection": None}, headers=headers, timeout=30)
     assert back.status_code == 200 and back.json()["collection"] == live
+    assert not collection_info(client, previous).pinned
     assert ADMIN_KEY not in served["log"].read_text()
+
+
+def test_a_hung_store_gives_503s_while_the_alias_is_still_followed(served):
+    """Redis stops answering while clients keep every request thread busy: each request gets a 503
+    within the time limits, and a swap of the alias is still followed (on the alias's own thread)."""
+    s, url = served["settings"], served["url"]
+    client = open_client(s)
+    live = client.describe_alias(s.index.alias)["collection_name"]
+    other = collection_info(client, live).previous
+    assert other and other != live
+    codes: list[int] = []
+    slow: list[float] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                codes.append(session.post(f"{url}/v1/recommendations", json={"playlist_id": 9, "k": 5},
+                                          timeout=30).status_code)
+            except requests.RequestException as e:  # counted, so that it fails the test
+                codes.append(type(e).__name__)
+            if time.monotonic() - start > 10:
+                slow.append(time.monotonic() - start)
+
+    served["redis"].hang()
+    workers = [threading.Thread(target=load) for _ in range(24)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(3)
+        client.alter_alias(collection_name=other, alias=s.index.alias)
+        deadline = time.monotonic() + 15
+        while requests.get(f"{url}/readyz", timeout=10).json().get("collection") != other:
+            assert time.monotonic() < deadline, "the alias swap was not followed while Redis hung"
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        served["redis"].restore()
+        client.alter_alias(collection_name=live, alias=s.index.alias)
+    assert codes and set(codes) <= {503}, Counter(codes)
+    assert not slow, f"requests waited past the time limits: {slow[:5]}"
+    deadline = time.monotonic() + 60
+    while requests.get(f"{url}/readyz", timeout=10).json().get("collection") != live:
+        assert time.monotonic() < deadline, "the API did not follow the alias back"
+        time.sleep(0.3)
 
 
 @pytest.mark.parametrize("dependency", ["redis", "milvus"])
@@ -393,7 +453,7 @@ def test_an_unavailable_dependency_gives_503_with_retry_after_and_recovers(serve
 
 
 def test_several_workers_need_a_milvus_server(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")} | {"SEGUE_INDEX__PROFILE": "embedded"}
     done = subprocess.run([str(Path(sys.executable).parent / "segue"), "serve", "--workers", "2"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "opens its file from one process only" in done.stderr

@@ -283,14 +283,17 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     assert_recorded_once(s, uris)
 
 
-def test_milvus_outage_waits_then_catches_up(streamed):
+@pytest.mark.parametrize("fault", ["cut", "hang"])
+def test_milvus_outage_waits_then_catches_up(streamed, fault):
+    """Milvus down (connections refused) or hung (connections open, no answer): the daemon retries
+    without committing, each hung call given up after `stream.write_timeout_s`, then catches up."""
     settings, _, _ = streamed
     host, port = settings.index.uri.removeprefix("http://").split(":")
     proxy = FaultProxy(host, int(port))
-    s = for_test(settings, "outage")
+    s = for_test(settings, f"outage-{fault}", write_timeout_s=2.0)
     s = s.model_copy(update={"index": s.index.model_copy(update={"uri": f"http://127.0.0.1:{proxy.port}"})})
     ensure_topics(s)
-    tracks = new_tracks(s, 1000, "outage")
+    tracks = new_tracks(s, 1000, f"outage-{fault}")
     stop = threading.Event()
     daemon = open_daemon(s, stop)
     runner = threading.Thread(target=daemon.run, kwargs={"until_idle_s": None})
@@ -298,7 +301,10 @@ def test_milvus_outage_waits_then_catches_up(streamed):
     try:
         send(s, [good(new_event(t)) for t in tracks[:500]])
         wait_for(lambda: len(index_rows(settings, [t[KEY] for t in tracks[:500]], (KEY,))) == 500, 60)
-        proxy.cut()
+        if fault == "cut":
+            proxy.cut()
+        else:
+            proxy.hang()
         send(s, [good(new_event(t)) for t in tracks[500:]])
         wait_for(lambda: daemon.metrics.failures.value("write") >= 2, 60)
         assert daemon.health.report()[0] == 503
