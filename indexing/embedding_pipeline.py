@@ -69,16 +69,21 @@ class _ToCollectionRow(beam.DoFn):
 
 
 class _UpsertBatch(beam.DoFn):
-    """Upserts (idempotent when a runner retries a bundle) one batch into a Milvus collection."""
+    """Upserts (idempotent when a runner retries a bundle) one batch into a Milvus collection.
 
-    def __init__(self, uri: str, token: str, collection: str, log_every: int = 100_000):
-        self._uri, self._token, self._collection, self._log_every = uri, token, collection, log_every
+    The Milvus token is not in the job graph (runners show and store it): each worker reads
+    `index.token` from its own environment (SEGUE_INDEX__TOKEN) or settings file."""
+
+    def __init__(self, uri: str, collection: str, log_every: int = 100_000):
+        self._uri, self._collection, self._log_every = uri, collection, log_every
         self._written = Metrics.counter(NAMESPACE, "tracks_written")
 
     def setup(self):
         from pymilvus import MilvusClient
 
-        self._client = MilvusClient(uri=self._uri, token=self._token)
+        from segue.settings import load_settings
+
+        self._client = MilvusClient(uri=self._uri, token=load_settings().index.token.get_secret_value())
         self._since_log = 0
 
     def process(self, rows: list[dict]):
@@ -94,20 +99,20 @@ class _UpsertBatch(beam.DoFn):
 class WriteToMilvus(beam.PTransform):
     """Collection rows -> upserts of `batch_size` rows into `collection`."""
 
-    def __init__(self, uri: str, token: str, collection: str, batch_size: int):
+    def __init__(self, uri: str, collection: str, batch_size: int):
         super().__init__()
-        self._uri, self._token, self._collection, self._batch_size = uri, token, collection, batch_size
+        self._uri, self._collection, self._batch_size = uri, collection, batch_size
 
     def expand(self, rows):
         return (rows
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "Upsert" >> beam.ParDo(_UpsertBatch(self._uri, self._token, self._collection)))
+                | "Upsert" >> beam.ParDo(_UpsertBatch(self._uri, self._collection)))
 
 
 EMBEDDINGS_SCHEMA = pa.schema([(KEY, pa.string()), (VECTOR, pa.list_(pa.float32()))])
 
 
-def run_embedding_pipeline(snapshot: Path, tower_path: Path, milvus_uri: str, token: str, collection: str,
+def run_embedding_pipeline(snapshot: Path, tower_path: Path, milvus_uri: str, collection: str,
                            embeddings_prefix: Path, event_time_us: int, indexed_at_us: int,
                            embed_batch: int, write_batch: int, runner: str,
                            options: Sequence[str] = ()) -> int:
@@ -122,7 +127,7 @@ def run_embedding_pipeline(snapshot: Path, tower_path: Path, milvus_uri: str, to
                 | "ReadSnapshot" >> beam.io.ReadFromParquet(str(snapshot))
                 | "EmbedTracks" >> EmbedTracks(str(tower_path), embed_batch)
                 | "ToCollectionRows" >> beam.ParDo(_ToCollectionRow(event_time_us, indexed_at_us)))
-        _ = rows | "WriteToMilvus" >> WriteToMilvus(milvus_uri, token, collection, write_batch)
+        _ = rows | "WriteToMilvus" >> WriteToMilvus(milvus_uri, collection, write_batch)
         _ = (rows
              | "KeepEmbedding" >> beam.Map(lambda r: {KEY: r[KEY], VECTOR: r[VECTOR]})
              | "WriteEmbeddings" >> beam.io.WriteToParquet(str(embeddings_prefix), EMBEDDINGS_SCHEMA,

@@ -237,7 +237,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
         lap("snapshot")
         stage("snapshot", name)
         written = run_embedding_pipeline(build_dir / "catalog.parquet", tower_path, milvus_uri(settings),
-                                         cfg.token.get_secret_value(), name, build_dir / "embeddings", snapshot_time_us,
+                                         name, build_dir / "embeddings", snapshot_time_us,
                                          now_us(), cfg.embed_batch, cfg.write_batch, cfg.beam_runner,
                                          cfg.beam_options)
         lap("embed_and_write")

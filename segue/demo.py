@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 import yaml
-from pydantic import SecretStr
 
 from segue.indexing.profiles import PROFILES
 from segue.settings import GenerateSettings, PathSettings, SegueSettings, settings_document
@@ -50,11 +49,7 @@ class Demo:
 def write_demo_config(settings: SegueSettings, out: Path) -> Path:
     """`<out>/segue.yaml`: the demo's settings, so commands run by hand find its data. Secrets are
     left out (they stay in the environment)."""
-    document = settings_document(settings)
-    for section in SegueSettings.model_fields:
-        for key, value in getattr(settings, section):
-            if isinstance(value, SecretStr):
-                document[section].pop(key)
+    document = settings_document(settings, secrets=False)
     document["paths"] = {k: str(Path(v).absolute()) for k, v in document["paths"].items() if v is not None}
     path = Path(out) / "segue.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -358,13 +358,19 @@ def config_path() -> Path | None:
     return default if default.is_file() else None
 
 
-def settings_document(settings: SegueSettings) -> dict[str, Any]:
-    """The settings as plain data, secrets revealed: for a config file or a worker that must act
-    on them, never for logs (`model_dump` masks secrets)."""
+def settings_document(settings: SegueSettings, secrets: bool = True) -> dict[str, Any]:
+    """The settings as plain data, never for logs. With `secrets`, revealed (`model_dump` masks
+    them): for a child process's config file. Without, left out whether set or not, so that
+    whoever rebuilds the settings from the document takes them from its own environment."""
     doc = settings.model_dump(mode="json")
-    for section in SegueSettings.model_fields:
-        for name, value in getattr(settings, section):
-            if isinstance(value, SecretStr):
+    for section, field in SegueSettings.model_fields.items():
+        for name, key_field in field.annotation.model_fields.items():
+            if "SecretStr" not in str(key_field.annotation):
+                continue
+            value = getattr(getattr(settings, section), name)
+            if not secrets:
+                doc[section].pop(name)
+            elif value is not None:
                 doc[section][name] = value.get_secret_value()
     return doc
 

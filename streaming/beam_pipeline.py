@@ -24,7 +24,7 @@ from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, default_io_
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
-from segue.settings import SegueSettings, settings_document
+from segue.settings import SegueSettings, load_settings, settings_document
 from segue.streaming.events import DeadLetter, EventError, parse_event
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,8 +40,14 @@ class KafkaMessage(NamedTuple):
 
 
 def _settings_json(settings: SegueSettings) -> str:
-    """The settings that workers rebuild, secrets included (they are never logged)."""
-    return json.dumps(settings_document(settings))
+    """The settings that workers rebuild, without secrets: a job graph is shown and stored by the
+    runner (Flink's UI, Dataflow's console), so workers take secrets from their own environment
+    (SEGUE_INDEX__TOKEN, SEGUE_KAFKA__SASL_PASSWORD, ...)."""
+    return json.dumps(settings_document(settings, secrets=False))
+
+
+def _worker_settings(settings_json: str) -> SegueSettings:
+    return load_settings(**json.loads(settings_json))
 
 
 class _Parse(beam.DoFn):
@@ -74,7 +80,7 @@ class _WriteBatch(beam.DoFn):
     def setup(self):
         from segue.streaming.track_sink import open_track_sink
 
-        self._sink = open_track_sink(SegueSettings.model_validate_json(self._settings_json))
+        self._sink = open_track_sink(_worker_settings(self._settings_json))
 
     def process(self, events: Sequence[Any]) -> Iterable[dict]:
         report = self._sink.write(events)  # raises on failure: the runner retries the bundle
@@ -102,7 +108,7 @@ class _SendDeadLetter(beam.DoFn):
     def setup(self):
         from segue.streaming.kafka_clients import event_producer
 
-        self._settings = SegueSettings.model_validate_json(self._settings_json)
+        self._settings = _worker_settings(self._settings_json)
         self._producer = event_producer(self._settings)
 
     def process(self, dead: DeadLetter) -> Iterable[DeadLetter]:

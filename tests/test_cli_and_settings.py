@@ -96,6 +96,31 @@ def test_a_settings_document_for_a_child_process_keeps_secrets_that_dumps_mask()
     assert SegueSettings.model_validate(doc).index.token.get_secret_value() == "root:s3cret"
 
 
+def test_beam_job_graphs_carry_no_secret_and_workers_take_them_from_their_environment(monkeypatch):
+    """Runners show and store job graphs (Flink's UI, Dataflow's console): the stream's and the
+    rebuild's transforms are pickled as a runner would, and no secret is in them."""
+    from apache_beam.internal import pickler
+
+    from segue.indexing.embedding_pipeline import WriteToMilvus
+    from segue.streaming.beam_pipeline import WriteDeadLetters, WriteTracks, _worker_settings
+
+    secrets = {"index": {"token": "root:m1lvus-s3cret"}, "kafka": {"sasl_password": "k4fka-s3cret"},
+               "serve": {"admin_api_key": "adm1n-s3cret"}}
+    settings = load_settings(**secrets)
+    for transform in (WriteTracks(settings), WriteDeadLetters(settings),
+                      WriteToMilvus("http://milvus:19530", "tracks_v1", 100)):
+        graph = pickler.dumps(transform)
+        for section in secrets.values():
+            for secret in section.values():
+                assert secret.encode() not in graph, (type(transform).__name__, secret)
+    monkeypatch.setenv("SEGUE_INDEX__TOKEN", "root:m1lvus-s3cret")
+    monkeypatch.setenv("SEGUE_KAFKA__SASL_PASSWORD", "k4fka-s3cret")
+    worker = _worker_settings(WriteTracks(settings)._settings_json)
+    assert worker.index.token.get_secret_value() == "root:m1lvus-s3cret"
+    assert worker.kafka.sasl_password.get_secret_value() == "k4fka-s3cret"
+    assert worker.stream == settings.stream and worker.paths == settings.paths
+
+
 def test_commands_need_no_variable_and_say_their_version():
     """From a shell with only the virtualenv's `segue` on hand: no TF_USE_LEGACY_KERAS to remember."""
     from segue import __version__
