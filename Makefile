@@ -44,6 +44,8 @@ demo: install
 	$(BIN)/segue demo --out $(DEMO_DIR) $(if $(MPD),--mpd $(MPD))
 
 test: install services
+	@# The tests start their own Milvus servers, and one runs per machine: stop the demo's first.
+	@if [ -f $(DEMO_DIR)/segue.yaml ]; then $(BIN)/segue --config $(DEMO_DIR)/segue.yaml milvus stop || true; fi
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install services
