@@ -58,6 +58,17 @@ def write_demo_config(settings: SegueSettings, out: Path) -> Path:
     return path
 
 
+def _own_feature_repo(out: Path) -> Path:
+    """A copy of the Feast repo's definitions under the demo folder (its data/ is the demo's own)."""
+    import shutil
+
+    from segue.features.store import REPO_PATH
+
+    repo = out / "feature_repo"
+    shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"), dirs_exist_ok=True)
+    return repo.absolute()
+
+
 def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: int | None) -> int:
     from segue.batch.build_examples import build_examples
     from segue.batch.build_features import build_features
@@ -75,8 +86,12 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
 
     demo = Demo()
     report = None
-    # Every stage reads and writes under the demo folder.
+    # Every stage reads and writes under the demo folder, the Feast registry and online store too:
+    # a demo never replaces another one's (or a deployment's) registry in the installed repo.
     settings = settings.model_copy(update={"paths": PathSettings(data_dir=out, mpd_dir=mpd)})
+    if settings.features.repo_path is None:
+        settings = settings.model_copy(update={"features": settings.features.model_copy(
+            update={"repo_path": _own_feature_repo(Path(out))})})
     config = write_demo_config(settings, out)
     mpd_dir = Path(settings.paths.mpd_dir)
     warehouse = Path(settings.paths.warehouse_dir)
@@ -171,7 +186,8 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
                f"  (manifest: {warehouse / '_manifest.json'})\n"
                f"  feature tables  {settings.paths.features_dir}\n"
                f"  examples        {settings.paths.examples_dir}\n"
-               f"  Feast registry  feature_repo/data/ (try: segue features get playlist_query_v1 0)")
+               f"  Feast registry  {settings.features.repo_path}/data/ (try: segue --config {config} features get "
+               "playlist_query_v1 0)")
     yardsticks = mpd_dir / "generator_report.md"
     if yardsticks.is_file():
         click.echo(f"  yardsticks      {yardsticks}")
