@@ -179,15 +179,17 @@ def _wait_for(check, timeout_s: float, what: str, log: Path) -> None:
     pytest.fail(f"timed out waiting for {what}; {log.name}:\n{log.read_text()[-3000:]}")
 
 
-def test_demo_runs_every_stage_on_a_users_slices_without_metadata(tmp_path):
+def test_demo_runs_every_stage_on_a_users_slices_without_metadata(tmp_path, generated_demo):
     generated = _run(["data", "generate", "--out", "generated", "--playlists", "500", "--quiet"], tmp_path)
     assert generated.returncode == 0, generated.stderr[-3000:]
     own = tmp_path / "own"
     own.mkdir()
     for slice_file in (tmp_path / "generated").glob("mpd.slice.*.json"):  # slices only, as a user has
         shutil.copy(slice_file, own)
-    with _left_running_server(tmp_path) as env:
-        result = _run(["demo", "--out", "demo", "--mpd", str(own)], tmp_path, **env)
+    # One such Milvus server runs per machine (its etcd port is fixed): use the one this module's
+    # generated demo left up, as a user's second demo would.
+    _, milvus_env, _ = generated_demo
+    result = _run(["demo", "--out", "demo", "--mpd", str(own)], tmp_path, **milvus_env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "metadata=none" in out and "generate MPD-shaped sample" not in out
