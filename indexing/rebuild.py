@@ -306,10 +306,15 @@ def rollback_index(settings: SegueSettings, client: MilvusClient | None = None) 
     if live is None:
         raise RuntimeError(f"alias {alias!r} serves nothing yet; there is nothing to roll back")
     target = collection_info(client, live).previous
-    kept = {b.name: b.state for b in builds(client, alias)}
-    if kept.get(target) != READY:
+    kept = {b.name: b for b in builds(client, alias)}
+    if target not in kept or kept[target].state != READY:
         raise RuntimeError(f"{live} replaced {target or 'nothing'}, which is not kept and ready; "
-                           f"kept builds: {kept}")
+                           f"kept builds: { {n: b.state for n, b in kept.items()} }")
+    if kept[target].stream_gap_us:
+        since = datetime.fromtimestamp(kept[target].stream_gap_us / 1e6, timezone.utc).isoformat(timespec="seconds")
+        raise RuntimeError(f"{target} misses tracks streamed since {since} (its model version "
+                           f"{kept[target].model_version!r} is not in the stream's models folder); "
+                           "run `segue index rebuild` with the version you want instead")
     client.load_collection(target)
     client.alter_alias(target, alias)
     _LOGGER.info("index rolled back", extra={"alias": alias, "from": live, "to": target})

@@ -34,6 +34,7 @@ STARTED_US = "segue.started_us"
 VALIDATION = "segue.validation"
 PREVIOUS = "segue.previous"  # the collection the alias pointed at before this one: rollback's target
 PINNED = "segue.pinned"  # "true" while an API serves this build by an admin pin: never pruned
+STREAM_GAP = "segue.stream_gap"  # first time (us) a streamed track could not be written here
 BUILDING, READY, FAILED = "building", "ready", "failed"
 
 SCALAR_FIELDS = ("artist_uri", "album_uri", "explicit", "popularity", "release_year", "first_added_s",
@@ -83,6 +84,7 @@ class CollectionInfo:
     validation: dict[str, Any]
     previous: str
     pinned: bool = False
+    stream_gap_us: int = 0  # the stream could not write here since then (its model is elsewhere)
 
     def orphaned(self, after_s: float, now: int | None = None) -> bool:
         """Still `building` long after it started: its rebuild died (SIGKILL, a lost machine)."""
@@ -94,7 +96,8 @@ def collection_info(client: MilvusClient, name: str, timeout_s: float | None = N
     return CollectionInfo(name=name, model_version=props.get(MODEL_VERSION, ""), state=props.get(STATE, ""),
                           started_us=int(props.get(STARTED_US, 0) or 0),
                           validation=json.loads(props.get(VALIDATION, "{}") or "{}"),
-                          previous=props.get(PREVIOUS, ""), pinned=props.get(PINNED, "") == "true")
+                          previous=props.get(PREVIOUS, ""), pinned=props.get(PINNED, "") == "true",
+                          stream_gap_us=int(props.get(STREAM_GAP, 0) or 0))
 
 
 def builds(client: MilvusClient, alias: str, timeout_s: float | None = None) -> list[CollectionInfo]:

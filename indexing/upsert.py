@@ -16,9 +16,10 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
-    BUILDING, KEY, READY, CollectionInfo, RowProblems, builds, collection_info, track_rows)
+    BUILDING, KEY, READY, STREAM_GAP, CollectionInfo, RowProblems, builds, collection_info, now_us, set_properties,
+    track_rows)
 from segue.training.export import ExportedTower
-from segue.training.model_versions import ModelVersions
+from segue.training.model_versions import ModelNotFound, ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 STREAM = "stream"
@@ -28,10 +29,12 @@ STREAM = "stream"
 class WriteReport:
     written: int = 0
     superseded: int = 0  # an event not newer than the stored row (a replay or a late event)
+    skipped: int = 0  # a kept build whose model this writer cannot load: marked, never served by rollback
 
     def add(self, other: "WriteReport") -> None:
         self.written += other.written
         self.superseded += other.superseded
+        self.skipped += other.skipped
 
 
 def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]],
@@ -67,7 +70,10 @@ class TrackUpserter:
 
     The targets are the alias's collection, every build in progress and the builds kept for
     rollback, each embedded by its own model version's tower: a rebuild that swaps in mid-stream
-    already holds the new tracks, and a rollback loses none.
+    already holds the new tracks, and a rollback loses none. A build kept for rollback whose model
+    is not in this writer's models folder (another deployment's, on a shared server) cannot take
+    them: it is marked (`segue.stream_gap`) so that a rollback refuses it instead of serving a
+    catalogue without them.
     """
 
     client: MilvusClient
@@ -89,15 +95,41 @@ class TrackUpserter:
     def tower(self, model_version: str) -> ExportedTower:
         return self.versions.candidate_tower(model_version)
 
+    def warm_up(self) -> None:
+        """Loads the towers of every target now, so the first events do not wait for them."""
+        live = live_collection(self.client, self.alias, self.timeout_s)
+        for target in self.targets():
+            try:
+                self.tower(target.model_version)
+            except ModelNotFound:
+                if target.name == live:
+                    raise
+
     def upsert(self, track_uris: Sequence[str], features: Mapping[str, Sequence[Any]],
                event_time_us: Sequence[int], problems: RowProblems | None = None) -> dict[str, WriteReport]:
         """Writes the tracks into every target; returns what each target took."""
         reports = {}
         features = {**features, KEY: list(track_uris)}  # the URI is a tower input too (id embedding)
+        live = live_collection(self.client, self.alias, self.timeout_s)
         for target in self.targets():
-            embeddings = self.tower(target.model_version).embed(features)
+            try:
+                tower = self.tower(target.model_version)
+            except ModelNotFound as e:
+                if target.name == live:
+                    raise  # the served catalogue must take every track: the event is dead-lettered
+                reports[target.name] = self._mark_gap(target, len(track_uris), e)
+                continue
+            embeddings = tower.embed(features)
             rows = track_rows(track_uris, features, embeddings, event_time_us, STREAM, problems)
             reports[target.name] = write_newest(self.client, target.name, rows, self.timeout_s)
         _LOGGER.info("tracks upserted", extra={"tracks": len(track_uris),
                                                "targets": {k: vars(v) for k, v in reports.items()}})
         return reports
+
+    def _mark_gap(self, target: CollectionInfo, tracks: int, why: ModelNotFound) -> WriteReport:
+        if not target.stream_gap_us:
+            set_properties(self.client, target.name, **{STREAM_GAP: str(now_us())})
+            _LOGGER.warning("kept build misses streamed tracks; a rollback to it is refused",
+                            extra={"collection": target.name, "model_version": target.model_version,
+                                   "reason": str(why)})
+        return WriteReport(skipped=tracks)

@@ -166,8 +166,7 @@ class TrackSink:
     def warm_up(self) -> None:
         """Loads the towers of every target now, so the first events do not wait for them."""
         try:
-            for target in self.upserter.targets():
-                self.upserter.tower(target.model_version)
+            self.upserter.warm_up()
         except NoIndex as e:  # writes retry until an index exists
             _LOGGER.warning("no index to write to yet", extra={"error": str(e)})
 

@@ -22,7 +22,8 @@ from segue.features.online import lookup
 from segue.indexing.milvus_connection import index_profile, open_client
 from segue.indexing.profiles import InvalidIndexProfile, resolve_profile
 from segue.indexing.rebuild import RebuildFailed, rebuild_index, rollback_index
-from segue.indexing.track_collection import BUILDING, KEY, builds, collection_info, now_us
+from segue.indexing.track_collection import (
+    BUILDING, KEY, MODEL_VERSION, builds, collection_info, now_us, set_properties)
 from segue.indexing.track_index import ModelVersionMismatch, TrackIndex
 from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.settings import IndexSettings, settings_document
@@ -106,6 +107,27 @@ def test_rebuild_validates_swaps_and_rolls_back(indexed):
     assert index.nearest_tracks(track, 5)[0].track_uri == hits[0].track_uri
     with pytest.raises(RuntimeError, match="not kept"):
         rollback_index(settings, client)
+
+
+def test_a_kept_build_the_stream_cannot_embed_for_is_marked_and_never_rolled_back_to(indexed):
+    """Two deployments on one server: the build kept for rollback was made by a model that is not
+    in this stream's models folder. The stream keeps serving; the rollback refuses that build."""
+    settings, store, model = indexed
+    client = open_client(settings)
+    first = rebuild_index(settings, store, model)
+    second = rebuild_index(settings, store, model)
+    set_properties(client, first.collection, **{MODEL_VERSION: "two_tower-of-another-deployment"})
+    upserter = TrackUpserter(client, settings.index.alias, ModelVersions(model.parent))
+    upserter.warm_up()
+    features = online_features(store, sorted(catalogue(settings))[4])
+    uri = f"spotify:track:gap-{settings.index.alias}"
+    report = upserter.upsert([uri], columns(features), [now_us()])
+    assert report[second.collection].written == 1 and report[first.collection].skipped == 1
+    assert stored(client, settings.index.alias, uri)
+    assert collection_info(client, first.collection).stream_gap_us > 0
+    with pytest.raises(RuntimeError, match="misses tracks streamed since"):
+        rollback_index(settings, client)
+    assert TrackIndex(client, settings.index.alias, index_profile(settings)).collection == second.collection
 
 
 def test_a_rebuild_failing_validation_leaves_serving_untouched(indexed):
