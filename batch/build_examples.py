@@ -218,8 +218,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     return manifest
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    settings = load_settings()
+def parse_args(argv: list[str] | None, settings: SegueSettings) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="build_examples", description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, default=settings.paths.features_dir,
                    help="feature tables (also what the Feast sources read)")
@@ -235,8 +234,9 @@ def _run(spark: SparkSession, settings: SegueSettings, args: argparse.Namespace)
     return build_examples(spark, settings, open_store(settings, args.profile), args.output)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_spark_job("build_examples", parse_args(argv), _run,
+def main(argv: list[str] | None = None, settings: SegueSettings | None = None) -> int:
+    settings = settings or load_settings()
+    return run_spark_job("build_examples", settings, parse_args(argv, settings), _run,
                          ("split_time", "counts", "heldout_playlists", "examples_per_s"))
 
 if __name__ == "__main__":

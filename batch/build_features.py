@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from segue.batch.contracts import ContractChecker, ContractViolation
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
-from segue.settings import FeatureSettings, load_settings
+from segue.settings import FeatureSettings, SegueSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
 DAY = 86_400
@@ -157,8 +157,7 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
     return manifest
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    settings = load_settings()
+def parse_args(argv: list[str] | None, settings: SegueSettings) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="build_features", description=__doc__.split("\n\n")[0])
     p.add_argument("--warehouse", type=Path, default=settings.paths.warehouse_dir)
     p.add_argument("--output", type=Path, default=settings.paths.features_dir)
@@ -172,13 +171,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, settings: SegueSettings | None = None) -> int:
+    settings = settings or load_settings()
     def run(spark: SparkSession, settings, args: argparse.Namespace) -> dict:
         sequences = settings.features.model_copy(update={"recent_tracks": args.recent,
                                                          "playlist_tracks": args.playlist_tracks})
         return build_features(spark, args.warehouse, args.output, sequences, args.stream_records)
 
-    return run_spark_job("build_features", parse_args(argv), run, ("counts",))
+    return run_spark_job("build_features", settings, parse_args(argv, settings), run, ("counts",))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,7 +41,7 @@ from scipy import sparse
 from segue.batch.contracts import ContractChecker, ContractViolation
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
-from segue.settings import CandidateSettings, load_settings
+from segue.settings import CandidateSettings, SegueSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
 TABLE = "track_neighbours"
@@ -153,8 +153,7 @@ def build_neighbours(spark: SparkSession, features_dir: Path, examples_dir: Path
     return manifest
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    settings = load_settings()
+def parse_args(argv: list[str] | None, settings: SegueSettings) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="build_neighbours", description=__doc__.split("\n\n")[0])
     p.add_argument("--features", type=Path, default=settings.paths.features_dir,
                    help="feature tables (the playlist timeline)")
@@ -167,12 +166,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, settings: SegueSettings | None = None) -> int:
+    settings = settings or load_settings()
     def run(spark: SparkSession, settings, args: argparse.Namespace) -> dict:
         candidates = settings.candidates.model_copy(update={"neighbours_per_track": args.per_track})
         return build_neighbours(spark, args.features, args.examples, args.output, candidates)
 
-    return run_spark_job("build_neighbours", parse_args(argv), run,
+    return run_spark_job("build_neighbours", settings, parse_args(argv, settings), run,
                          ("window_end", "tracks", "pairs_kept", "tracks_without_neighbours", "seconds"))
 
 

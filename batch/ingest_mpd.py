@@ -31,7 +31,7 @@ from segue.batch.mpd.records import ArtistMetadata, Playlist, SliceInfo, TrackMe
 from segue.batch.mpd.spark_schema import spark_schema
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
-from segue.settings import load_settings
+from segue.settings import SegueSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
 _CORRUPT = "_corrupt_record"
@@ -236,8 +236,7 @@ def _raise_on_failure(reports: list[ContractReport]) -> None:
         raise ContractViolation(reports)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    settings = load_settings()
+def parse_args(argv: list[str] | None, settings: SegueSettings) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ingest_mpd", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", type=Path, default=settings.paths.mpd_dir, help="folder of MPD slice files")
     p.add_argument("--metadata", type=Path, default=None,
@@ -260,8 +259,9 @@ def resolve_metadata(args: argparse.Namespace) -> Path | None:
     return default if default.is_dir() else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_spark_job("ingest", parse_args(argv), lambda spark, _, args: ingest(
+def main(argv: list[str] | None = None, settings: SegueSettings | None = None) -> int:
+    settings = settings or load_settings()
+    return run_spark_job("ingest", settings, parse_args(argv, settings), lambda spark, _, args: ingest(
         spark, args.input, args.output, resolve_metadata(args), args.keep_previous), ("counts", "seconds"))
 
 if __name__ == "__main__":

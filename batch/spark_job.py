@@ -14,17 +14,16 @@ from segue.batch.contracts import ContractViolation
 from segue.batch.mpd.reader import MpdFormatError
 from segue.batch.spark_session import build_spark
 from segue.logs import configure_logging
-from segue.settings import SegueSettings, load_settings
+from segue.settings import SegueSettings
 
 # Problems with the input or the configuration: a message for a person, not a traceback.
 JOB_ERRORS = (MpdFormatError, ContractViolation, FileNotFoundError, FileExistsError, ValueError)
 
 
-def run_spark_job(name: str, args: argparse.Namespace,
+def run_spark_job(name: str, settings: SegueSettings, args: argparse.Namespace,
                   job: Callable[[SparkSession, SegueSettings, argparse.Namespace], dict[str, Any]],
                   summary_keys: tuple[str, ...]) -> int:
     """Runs `job`; prints the manifest's `summary_keys` as JSON, or the error and exits 1."""
-    settings = load_settings()
     configure_logging(settings.log.format, settings.log.level)
     spark = build_spark(f"segue-{name}", settings.spark, getattr(args, "master", None))
     try:

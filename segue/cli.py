@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -59,11 +58,9 @@ class SegueGroup(click.Group):
 def cli(ctx: click.Context, debug: bool, config_file: Path | None, log_format: str | None) -> None:
     """Segue: two-tower retrieval for playlist continuation."""
     ctx.meta["segue.debug"] = debug
-    if config_file is not None:
-        # Through the variable, so that the jobs this command starts (spark-submit, workers) read it too.
-        os.environ["SEGUE_CONFIG"] = str(config_file.absolute())
+    ctx.meta["segue.config_file"] = config_file
     try:
-        settings = load_settings()
+        settings = load_settings(config_file)
     except Exception as e:  # a bad config file or variable: say which, don't show a traceback
         if debug:
             raise
@@ -80,16 +77,17 @@ def config() -> None:
 
 @config.command("show")
 @click.option("--sources", is_flag=True, help="One line per setting with where its value came from.")
-@click.pass_obj
-def config_show(settings: SegueSettings, sources: bool) -> None:
+@click.pass_context
+def config_show(ctx: click.Context, sources: bool) -> None:
     """Print the effective settings (defaults, segue.yaml and SEGUE_* applied)."""
     from segue.settings import setting_sources
 
+    settings = ctx.obj
     document = settings.model_dump(mode="json")
     if not sources:
         click.echo(json.dumps(document, indent=2))
         return
-    for name, source in setting_sources(settings).items():
+    for name, source in setting_sources(settings, config_file=ctx.meta["segue.config_file"]).items():
         section, key = name.split(".")
         click.echo(f"{name} = {json.dumps(document[section][key])}  ({source})")
 
@@ -180,7 +178,7 @@ def _add_spark_job(name: str, module: str, summary: str) -> None:
 
     @click.pass_context
     def run(ctx: click.Context) -> None:
-        sys.exit(importlib.import_module(f"segue.batch.{module}").main(ctx.args))
+        sys.exit(importlib.import_module(f"segue.batch.{module}").main(ctx.args, ctx.obj))
 
     command = batch.command(name, context_settings=_PASS_THROUGH,
                             help=f"{summary} (see `segue batch {name} --help`).")(run)

@@ -347,7 +347,12 @@ class SegueSettings(BaseSettings):
         return tuple(sources)
 
 
-def config_path() -> Path | None:
+def config_path(config_file: Path | None = None) -> Path | None:
+    """The settings file: `config_file` if given, else `$SEGUE_CONFIG`, else ./segue.yaml if present."""
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"the settings file {config_file} is not a file")
+        return Path(config_file)
     explicit = os.environ.get("SEGUE_CONFIG")
     if explicit:
         path = Path(explicit)
@@ -375,10 +380,11 @@ def settings_document(settings: SegueSettings, secrets: bool = True) -> dict[str
     return doc
 
 
-def setting_sources(settings: SegueSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+def setting_sources(settings: SegueSettings, environ: dict[str, str] | None = None,
+                    config_file: Path | None = None) -> dict[str, str]:
     """`section.key` -> where its value came from: `environment`, `file` (and which) or `default`."""
     environ = os.environ if environ is None else environ
-    path = config_path()
+    path = config_path(config_file)
     document = (yaml.safe_load(path.read_text()) or {}) if path is not None else {}
     out = {}
     for section in SegueSettings.model_fields:
@@ -392,6 +398,19 @@ def setting_sources(settings: SegueSettings, environ: dict[str, str] | None = No
     return out
 
 
-def load_settings(**overrides: Any) -> SegueSettings:
-    """Reads the settings; keyword arguments win over the file and the environment."""
-    return SegueSettings(**overrides)
+def load_settings(config_file: Path | None = None, **overrides: Any) -> SegueSettings:
+    """Reads the settings; keyword arguments win over the environment, which wins over the file
+    (`config_file`, else `$SEGUE_CONFIG` or ./segue.yaml)."""
+    if config_file is None:
+        return SegueSettings(**overrides)
+    path = config_path(config_file)
+
+    class FromFile(SegueSettings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_):
+            return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path)
+
+    # Back to the plain class, whose instances pickle to worker processes (a local class's do not);
+    # the sections are validated already, and constructing reads no source again.
+    read = FromFile(**overrides)
+    return SegueSettings.model_construct(**{name: getattr(read, name) for name in SegueSettings.model_fields})

@@ -7,12 +7,15 @@ the file.
 
 from __future__ import annotations
 
-import os
+import functools
 import threading
 import time
 
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
+from segue.logs import configure_logging
 from segue.serving.app import create_app
 from segue.settings import SegueSettings
 
@@ -29,13 +32,21 @@ def run_api(settings: SegueSettings) -> None:
             raise ServeConfigError(f"serve.workers={cfg.workers}, but the embedded index (Milvus Lite) opens its "
                                    "file from one process only: use workers=1, or a Milvus server "
                                    "(index.profile cpu_hnsw, the default, with `segue milvus start`)")
-        # Workers are new processes: they read segue.yaml and SEGUE_* variables themselves, so the
-        # command line's feature profile travels as its variable.
-        os.environ["SEGUE_FEATURES__PROFILE"] = settings.features.profile
-        uvicorn.run("segue.serving.app:app_from_environment", factory=True, host=cfg.host, port=cfg.port,
-                    workers=cfg.workers, log_config=None, access_log=False)
+        # uvicorn's own supervisor, given the app factory with the settings as a value: each worker
+        # process receives them pickled, so they are this command's settings, not a fresh read.
+        # A worker imports TensorFlow before it first answers its supervisor: seconds, not uvicorn's 5.
+        config = uvicorn.Config(functools.partial(worker_app, settings), factory=True, host=cfg.host,
+                                port=cfg.port, workers=cfg.workers, log_config=None, access_log=False,
+                                timeout_worker_healthcheck=120)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     uvicorn.run(create_app(settings), host=cfg.host, port=cfg.port, log_config=None, access_log=False)
+
+
+def worker_app(settings: SegueSettings) -> FastAPI:
+    """One worker process's app: its logging as the settings say, then the app."""
+    configure_logging(settings.log.format, settings.log.level)
+    return create_app(settings)
 
 
 class ApiServerThread:

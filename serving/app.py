@@ -24,7 +24,7 @@ from segue.serving.api_models import (
 from segue.serving.recommender import (
     DependencyUnavailable, PlaylistNotFound, Recommender, RequestLimit, TrackNotFound)
 from segue.serving.serving_target import NotReady, PinRefused, ServingTargets
-from segue.settings import SegueSettings, load_settings
+from segue.settings import SegueSettings
 from segue.training.model_versions import ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class ServingStatus(BaseModel):
     problem: str | None = None
 
 
-def create_app(settings: SegueSettings | None = None) -> FastAPI:
-    settings = settings or load_settings()
+def create_app(settings: SegueSettings) -> FastAPI:
     cfg = settings.serve
     metrics = ServingMetrics()
     parts: dict[str, object] = {}
@@ -267,12 +266,3 @@ def create_app(settings: SegueSettings | None = None) -> FastAPI:
         return status()
 
     return app
-
-
-def app_from_environment() -> FastAPI:
-    """uvicorn's factory for worker processes: settings from segue.yaml and SEGUE_* variables."""
-    from segue.logs import configure_logging
-
-    settings = load_settings()
-    configure_logging(settings.log.format, settings.log.level)
-    return create_app(settings)

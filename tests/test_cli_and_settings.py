@@ -139,9 +139,14 @@ def test_commands_need_no_variable_and_say_their_version():
 def test_config_option_and_model_rollback(tmp_path, monkeypatch):
     config = tmp_path / "other.yaml"
     config.write_text(f"paths:\n  data_dir: {tmp_path}\n")
-    monkeypatch.setenv("SEGUE_CONFIG", str(tmp_path / "absent.yaml"))  # --config wins; undone after the test
+    monkeypatch.setenv("SEGUE_CONFIG", str(tmp_path / "absent.yaml"))  # --config wins
     shown = CliRunner().invoke(cli, ["--config", str(config), "config", "show"])
     assert shown.exit_code == 0 and json.loads(shown.output)["paths"]["data_dir"] == str(tmp_path)
+    # As a value: the process environment is left as it was (two settings can live in one process).
+    assert os.environ["SEGUE_CONFIG"] == str(tmp_path / "absent.yaml")
+    assert load_settings(config).paths.data_dir == tmp_path
+    with pytest.raises(FileNotFoundError, match="absent.yaml"):
+        load_settings()
     monkeypatch.setenv("SEGUE_TRAINING__EPOCHS", "7")
     lines = CliRunner().invoke(cli, ["--config", str(config), "config", "show", "--sources"]).output.splitlines()
     assert f'paths.data_dir = "{tmp_path}"  (file {config})' in lines

@@ -98,8 +98,9 @@ def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
 
 
 def test_the_demo_leaves_a_platform_whose_api_stream_and_rebuild_run_together(generated_demo):
-    """After `make demo`, on the default profile: `segue serve`, `segue stream run` and `segue index
-    rebuild` as separate processes on one index. A streamed track is recommended by the API while a
+    """After `make demo`, on the default profile: `segue serve` (two worker processes), `segue stream
+    run` and `segue index rebuild` as separate processes on one index, each given the demo's settings
+    file by `--config`. A streamed track is recommended by the API while a
     rebuild swaps the index underneath, and still is after the swap."""
     cwd, milvus_env, demo = generated_demo
     assert demo.returncode == 0, demo.stderr[-3000:]
@@ -111,7 +112,7 @@ def test_the_demo_leaves_a_platform_whose_api_stream_and_rebuild_run_together(ge
         logs = {name: (cwd / f"{name}.log").open("w") for name in ("serve", "stream", "rebuild")}
         started = {name: subprocess.Popen([str(SEGUE), *config, *args], cwd=cwd, env=_env(**env),
                                           stdout=logs[name], stderr=subprocess.STDOUT)
-                   for name, args in (("serve", ["serve"]), ("stream", ["stream", "run"]))}
+                   for name, args in (("serve", ["serve", "--workers", "2"]), ("stream", ["stream", "run"]))}
         try:
             api = f"http://127.0.0.1:{api_port}"
             _wait_for(lambda: _get(f"{api}/readyz") == 200, 180, "the API to be ready", cwd / "serve.log")

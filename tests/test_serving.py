@@ -277,7 +277,7 @@ def served(world, trained, spark, milvus_server, redis_url, tmp_path_factory):
     config = root / "segue.yaml"
     config.write_text(yaml.safe_dump(settings_document(served_settings.model_copy(update={
         "serve": served_settings.serve.model_copy(update={"admin_api_key": None})}))))
-    # Opening a store here exported SEGUE_* variables, which would win over the file in the server.
+    # SEGUE_* variables of the test's environment would win over the file in the server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
     env |= {"SEGUE_CONFIG": str(config), "SEGUE_SERVE__ADMIN_API_KEY": ADMIN_KEY}
     log = open(root / "serve.log", "w")
