@@ -38,15 +38,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from segue.batch.example_features import EXAMPLE_COLUMNS, write_joined
-from segue.batch.mpd.categories import CATEGORIES
+from segue.vocabulary import CATEGORIES, PLAYLIST_SERVICE, TRACK_SERVICE
 from segue.batch.publish import OutputPublisher
 from segue.batch.spark_job import run_spark_job
 from segue.features.store import open_store
 from segue.settings import ExampleSettings, SegueSettings, load_settings
 
 _LOGGER = logging.getLogger(__name__)
-QUERY_SERVICE = "playlist_query_v1"
-CANDIDATE_SERVICE = "track_candidate_v1"
 SPLITS = ("train", "validation", "test")
 
 
@@ -198,7 +196,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
         _LOGGER.info("positions sampled", extra={"chunks": chunks, "split_time": t.isoformat()})
         counts_by_split, query_positions = write_joined(store, staging, run_dir, SPLITS,
                                        dict(zip(sampling.track_uri, sampling.probability)),
-                                       QUERY_SERVICE, CANDIDATE_SERVICE, cfg.seed)
+                                       PLAYLIST_SERVICE, TRACK_SERVICE, cfg.seed)
         shutil.rmtree(staging)
         sampling.to_parquet(run_dir / "track_sampling.parquet", index=False)
         heldout.to_parquet(run_dir / "heldout_challenge.parquet", index=False)
@@ -207,7 +205,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
         manifest = {
             "split_time": t.isoformat(), "features": str(features_dir.absolute()),
             "feature_store": str(store.repo_path),
-            "feature_services": {s: service_features(store, s) for s in (QUERY_SERVICE, CANDIDATE_SERVICE)},
+            "feature_services": {s: service_features(store, s) for s in (PLAYLIST_SERVICE, TRACK_SERVICE)},
             "positions_per_playlist": cfg.positions_per_playlist, "labels_per_position": cfg.labels_per_position,
             "chunks": chunks, "query_positions": query_positions, "counts": counts_by_split,
             "heldout_playlists": len(heldout), "ranker_cases": len(ranking),

@@ -12,18 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import psutil
 
 from segue.batch.synth import generate
+
+from bench_record import new_record, write_record  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(Path(tmp) / f"mpd-{n}", ignore_errors=True)
     small, large = results[0], results[-1]
     record = {
-        "benchmark": "batch",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+        **new_record("batch"),
         "results": results,
         "ratio_large_to_small": {
             "playlists": large["playlists"] / small["playlists"],
@@ -106,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "ingest_peak_rss": round(large["ingest_peak_rss_mib"] / small["ingest_peak_rss_mib"], 2),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(record, args.out, echo=False)
     print(json.dumps(record["ratio_large_to_small"]))
     return 0
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bench_index_search import (DIM, K, REPO, Results, bench_milvus, bench_milvus_lite, bench_numpy,
                                 clustered_embeddings, exact_top_k, machine_info, milvus_server)
+from bench_record import new_record, write_record
 
 HNSW = {"M": 16, "efConstruction": 200}
 
@@ -33,7 +32,7 @@ def lite_server_process():
     """Milvus Lite's gRPC server in a process of its own, and a client to it."""
     from pymilvus import MilvusClient
 
-    from segue.streaming.kafka_broker import free_port
+    from segue.local_ports import free_port
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="segue-bench-lite-server-") as data_dir:
@@ -88,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         r["p50_ratio_to_numpy"] = round(r["p50_ms"] / floor, 2)
         lines.append(f"| {r['engine']} | {r['setting']} | {r['queries']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['p50_ratio_to_numpy']:.1f}x | {r['recall_at_100']:.4f} |")
-    report = {"benchmark": "default_index", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {**new_record("default_index"),
               "machine": machine_info(), "tracks": args.size, "dim": DIM, "k": K, "rows": results.rows,
               "runtime_s": round(time.perf_counter() - started, 1)}
     print("\n" + "\n".join(lines), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_record(report, args.out, echo=False)
     print(f"Wrote {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import shutil
 import socket
@@ -25,7 +24,6 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 
 from segue.batch.build_examples import build_examples
@@ -39,6 +37,7 @@ from segue.features.store import REPO_PATH, apply_definitions, open_store
 from segue.logs import configure_logging
 from segue.settings import load_settings
 
+from bench_record import new_record, write_record
 from latency import latency_ms  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,13 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "seconds": manifest["seconds"], "examples_per_s": manifest["examples_per_s"]}
         finally:
             redis.terminate()
-    record = {"benchmark": "features", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
-              **result}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    record = {**new_record("features"), **result}
+    write_record(record, args.out)
     return 0
 
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,6 +29,8 @@ from segue.features.store import open_store
 from segue.indexing.rebuild import rebuild_index, write_snapshot
 from segue.logs import configure_logging
 from segue.settings import IndexSettings, load_settings
+
+from bench_record import demo_model, new_record, write_record  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,16 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "index_rebuild.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
-    model = args.data / "models" / "latest"
-    if not (model / "manifest.json").is_file():
-        raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
+    model = demo_model(args.data)
     settings = load_settings(paths={"data_dir": args.data.resolve()})
     store = open_store(settings)
     sizes = [int(s) for s in args.sizes.split(",")]
     profiles = args.profiles.split(",")
-    result = {"benchmark": "index_rebuild", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+    result = {**new_record("index_rebuild"),
               "runner": "Beam DirectRunner (in-process)", "runs": []}
     with tempfile.TemporaryDirectory(prefix="segue-bench-index-") as tmp:
         tmp = Path(tmp)
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         server = uri = None
         if any(name != "embedded" for name in profiles):
             from segue.indexing.milvus_server import LocalMilvusServer
-            from segue.streaming.kafka_broker import free_port
+            from segue.local_ports import free_port
 
             server = LocalMilvusServer(tmp / "milvus-server", free_port()).start()
             uri = server.uri
@@ -106,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if server is not None:
                 server.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(result, args.out, echo=False)
     print("\n| profile | tracks | total s | tracks/s | embed+write s | index s | validate s | ANN recall@100 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
@@ -38,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keeps TF's and ScaNN's inf
 
 import numpy as np
 
+from bench_record import new_record, write_record
 from latency import latency_ms  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,7 +170,7 @@ def milvus_server():
     from pymilvus import MilvusClient
 
     from segue.indexing.milvus_server import LocalMilvusServer
-    from segue.streaming.kafka_broker import free_port
+    from segue.local_ports import free_port
 
     with tempfile.TemporaryDirectory(prefix="segue-bench-milvus-") as data_dir:
         with LocalMilvusServer(Path(data_dir), port=free_port()) as server:
@@ -278,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
               "per-cluster spread; queries are separate draws from the same mixture (seed 7)")
     print(f"Embeddings: {source}; {DIM}-d, L2-normalised, inner product.", flush=True)
     sizes = [None] if args.embeddings else [int(s) for s in args.sizes.split(",")]
-    report = {"benchmark": "index_search", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {**new_record("index_search"),
               "machine": machine_info(), "embeddings": source, "dim": DIM, "k": K,
               "note": "All engines ran side by side in one run, on the same embeddings and queries. Latency is "
                       "one query per call, sequential; queries/s = queries / wall time of the timed calls. "
@@ -312,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(tables))
     print(f"\nTotal runtime {report['runtime_s']:.0f}s", flush=True)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_record(report, out, echo=False)
         print(f"Wrote {out}")
     return 0
 

@@ -19,16 +19,16 @@ import json
 import platform
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_record import new_record, write_record  # noqa: E402
 from bench_serving import _load, start_api  # noqa: E402
 from segue.settings import ServeSettings, load_settings  # noqa: E402
-from segue.streaming.kafka_broker import free_port  # noqa: E402
+from segue.local_ports import free_port  # noqa: E402
 
 STAGES = ("playlist_features", "query_tower", "search", "neighbours", "candidate_facts", "ranker", "metadata")
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # _load sends the bodies in order on one connection: even requests ranked, odd ones retrieval only.
     ranked, fused = out[0::2], out[1::2]
     result = {
-        "benchmark": "ranking", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **new_record("ranking"),
         "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "data": str(args.data), "seconds": args.seconds, "errors": len(errors), "k": 10,
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ratio": round(summary(ranked)["latency_ms"]["p50"] / summary(fused)["latency_ms"]["p50"], 3),
         "offline": offline_rates(data),
     }
-    print(json.dumps(result, indent=2))
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(result, args.out)
     return 0
 
 

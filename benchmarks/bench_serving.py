@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import yaml
 
@@ -42,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_features import start_redis  # noqa: E402
 from bench_index_rebuild import replicate  # noqa: E402
+from bench_record import demo_model, new_record, write_record  # noqa: E402
 from segue.settings import settings_document  # noqa: E402
 
 BUILD_INDEX = "--build-index-child"
@@ -158,17 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     from segue.logs import configure_logging
     from segue.sample_world import private_feature_repo
     from segue.settings import IndexSettings, ServeSettings, SparkSettings, load_settings
-    from segue.streaming.kafka_broker import free_port
+    from segue.local_ports import free_port
 
     configure_logging("text", "WARNING")
-    model = (args.data / "models" / "latest").resolve()
-    if not (model / "manifest.json").is_file():
-        raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
+    model = demo_model(args.data).resolve()
     base_settings = load_settings(paths={"data_dir": args.data.resolve()})
     runs = [r.split(":") for r in args.runs.split(",")]
-    result = {"benchmark": "serving", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+    result = {**new_record("serving"),
               "model": model.name, "duration_s": args.seconds, "workers": 1,
               "mix": f"70% known, 20% cold (name + 5 seeds), 10% known with filters + diversity; k={args.k}",
               "runs": []}
@@ -233,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
         spark.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(result, args.out, echo=False)
     print(markdown_table(result))
     print(f"\nwritten: {args.out}")
     return 0

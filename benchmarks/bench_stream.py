@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 
 from segue.batch.spark_session import build_spark
@@ -43,11 +41,13 @@ from segue.sample_world import private_feature_repo
 from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings
 from segue.streaming.consumer_daemon import open_daemon
 from segue.streaming.events import FEATURE_NAMES, new_event
-from segue.streaming.kafka_broker import KafkaBroker, free_port
+from segue.streaming.kafka_broker import KafkaBroker
+from segue.local_ports import free_port
 from segue.streaming.kafka_clients import ensure_topics, event_producer
 from segue.streaming.publish import publish_events
 
 from bench_features import start_redis  # benchmarks/ is on sys.path when a benchmark runs
+from bench_record import demo_model, new_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "track_uri"
@@ -148,13 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
-    model = args.data / "models" / "latest"
-    if not (model / "manifest.json").is_file():
-        raise SystemExit(f"no model under {args.data}: run `make demo` first (or pass --data)")
+    model = demo_model(args.data)
     runs = [tuple(r.split(":")) for r in args.runs.split(",")]
-    result = {"benchmark": "stream", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                         f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}",
+    result = {**new_record("stream"),
               "max_batch": StreamSettings().max_batch, "runs": []}
     with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp, ExitStack() as services:
         tmp = Path(tmp)
@@ -189,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                                               args.rate, name)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(result, args.out, echo=False)
     print("\n| features | index | events | events/s | push s | embed+upsert s | freshness p50 s | p95 s | max s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:

@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import shutil
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from segue.features.store import open_store
 from segue.logs import configure_logging
 from segue.settings import load_settings
 
+from bench_record import new_record, write_record
 from latency import latency_ms  # benchmarks/ is on sys.path when a benchmark runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("text", "WARNING")
     import tensorflow as tf
 
-    from segue.training.data import load_catalog
+    from segue.features.track_catalog import load_catalog
     from segue.training.evaluate import evaluate
     from segue.training.export import load_tower
     from segue.training.train import train
@@ -108,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             settings, store = build_data(tmp, args.playlists)
             print(f"data built in {time.perf_counter() - t:.0f}s", flush=True)
-        result: dict = {"benchmark": "training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
-                                   f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}, "
-                                   f"TensorFlow {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+        result: dict = {**new_record("training"),
                         "playlists": args.playlists if not args.data else f"from {args.data}"}
+        result["machine"] += f", TensorFlow {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}"
 
         result["steady_training"] = [steady_examples_per_s(settings, store, b) for b in (1024, 4096)]
         print(json.dumps(result["steady_training"]), flush=True)
@@ -155,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["scann_vs_exact"]), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_record(result, args.out)
     return 0
 
 

@@ -13,6 +13,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Array, Bool, Float64, Int64, String
 
 from segue.settings import load_settings
+from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_SERVICE, TRACK_SERVICE
 
 _SETTINGS = load_settings()
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -134,17 +135,17 @@ track_neighbours_fv = FeatureView(
 
 # Feature services: the towers' inputs, versioned with the model.
 playlist_query_v1 = FeatureService(
-    name="playlist_query_v1",
+    name=PLAYLIST_SERVICE,
     features=[playlist_snapshots_fv],
     description="Query tower input: a playlist's name, counts, whole track list and recent tracks as of a time",
 )
 track_candidate_v1 = FeatureService(
-    name="track_candidate_v1",
+    name=TRACK_SERVICE,
     features=[track_features_fv],
     description="Candidate tower input: a track's names, ids, audio features and artist facts",
 )
 track_neighbours_v1 = FeatureService(
-    name="track_neighbours_v1",
+    name=NEIGHBOUR_SERVICE,
     features=[track_neighbours_fv],
     description="Co-occurrence candidate source: a track's playlist count and its top co-occurring tracks",
 )

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from segue.streaming.kafka_broker import free_port
+from segue.local_ports import free_port
 
 log = logging.getLogger(__name__)
 

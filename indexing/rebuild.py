@@ -30,18 +30,19 @@ from pymilvus import MilvusClient
 
 from segue.features.feature_times import feature_times_us
 from segue.features.online import OnlineFeatureReader
+from segue.features.track_catalog import load_catalog
 from segue.indexing.embedding_pipeline import read_embeddings, run_embedding_pipeline
 from segue.indexing.milvus_connection import index_profile, milvus_uri, open_client
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
     BUILDING, EVENT_TIME, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
-    builds, collection_info, collection_name, now_us, set_properties, track_rows, track_schema)
-from segue.indexing.upsert import STREAM, WriteReport, live_collection, write_newest
+    builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows, track_schema)
+from segue.indexing.upsert import STREAM, WriteReport, write_newest
 from segue.indexing.validation import Validation, row_count, validate_build
 from segue.settings import SegueSettings
-from segue.training.data import CANDIDATE_SERVICE, load_catalog
 from segue.training.export import ExportedTower
 from segue.training.model_versions import LATEST, ModelVersions
+from segue.vocabulary import TRACK_SERVICE
 
 _LOGGER = logging.getLogger(__name__)
 READ_BATCH = 1000
@@ -94,7 +95,7 @@ def write_snapshot(store: FeatureStore, path: Path, as_of: datetime) -> int:
     """Every catalogued track's candidate features as of `as_of`, through the FeatureService, with
     the time its features were written (`event_time_us`, the row's time in the index)."""
     catalog = load_catalog(store, as_of)
-    times = feature_times_us(store, CANDIDATE_SERVICE, KEY, as_of)
+    times = feature_times_us(store, TRACK_SERVICE, KEY, as_of)
     fallback = int(as_of.timestamp() * 1_000_000)
     columns = {KEY: pa.array(catalog.track_uri.tolist(), pa.string()),
                **{k: v for k, v in catalog.features.items() if k not in (KEY, EVENT_TIME)},
@@ -134,7 +135,7 @@ def carry_over(client: MilvusClient, source: str | None, target: str, store: Fea
               if r[KEY] not in snapshot_uris or r["indexed_at_us"] >= snapshot_time_us}
     if not wanted:
         return report, missing
-    reader = OnlineFeatureReader(store, CANDIDATE_SERVICE, KEY)
+    reader = OnlineFeatureReader(store, TRACK_SERVICE, KEY)
     uris = list(wanted)
     for start in range(0, len(uris), READ_BATCH):
         rows = reader.read(uris[start:start + READ_BATCH])

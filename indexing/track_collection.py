@@ -37,10 +37,6 @@ PINNED = "segue.pinned"  # "true" while an API serves this build by an admin pin
 STREAM_GAP = "segue.stream_gap"  # first time (us) a streamed track could not be written here
 BUILDING, READY, FAILED = "building", "ready", "failed"
 
-SCALAR_FIELDS = ("artist_uri", "album_uri", "explicit", "popularity", "release_year", "first_added_s",
-                 "genres", "event_time_us", "indexed_at_us", "source")
-
-
 def hit_uri(hit: Mapping[str, Any]) -> str:
     """A search hit's track URI: Milvus servers key it `id`, Milvus Lite 3 by the field's name."""
     return hit.get("entity", {}).get(KEY) or hit.get("id") or hit[KEY]
@@ -105,6 +101,13 @@ def builds(client: MilvusClient, alias: str, timeout_s: float | None = None) -> 
     prefix = f"{alias}_"
     infos = [collection_info(client, n, timeout_s) for n in client.list_collections() if n.startswith(prefix)]
     return sorted((i for i in infos if i.model_version), key=lambda i: (i.started_us, i.name))
+
+
+def live_collection(client: MilvusClient, alias: str, timeout_s: float | None = None) -> str | None:
+    """The collection the alias serves, or None before the first swap."""
+    if alias not in client.list_aliases(timeout=timeout_s).get("aliases", []):
+        return None
+    return client.describe_alias(alias, timeout=timeout_s)["collection_name"]
 
 
 def set_properties(client: MilvusClient, name: str, **props: str) -> None:

@@ -11,12 +11,7 @@ import numpy as np
 from pymilvus import MilvusClient
 
 from segue.indexing.profiles import IndexProfile
-from segue.indexing.track_collection import KEY, VECTOR, collection_info, hit_uri
-from segue.indexing.upsert import live_collection
-
-
-class ModelVersionMismatch(RuntimeError):
-    """The query tower and the index's candidate tower come from different trainings."""
+from segue.indexing.track_collection import KEY, VECTOR, collection_info, hit_uri, live_collection
 
 
 @dataclass
@@ -46,14 +41,6 @@ class TrackIndex:
     @property
     def model_version(self) -> str:
         return collection_info(self.client, self.collection).model_version
-
-    def check_version(self, query_model_version: str) -> None:
-        """Embeddings of two trainings live in unrelated spaces: searching across them is noise."""
-        indexed = self.model_version
-        if indexed != query_model_version:
-            raise ModelVersionMismatch(f"the index {self.alias!r} holds embeddings of model {indexed!r} but the "
-                                       f"query tower is {query_model_version!r}: load that model version, "
-                                       "or rebuild the index with this one")
 
     def search(self, vectors: np.ndarray, limit: int, filter: str = "", output_fields: Sequence[str] = (),
                consistency_level: str = "Bounded", collection: str | None = None,

@@ -16,8 +16,8 @@ from typing import Any
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
-    BUILDING, KEY, READY, STREAM_GAP, CollectionInfo, RowProblems, builds, collection_info, now_us, set_properties,
-    track_rows)
+    BUILDING, KEY, READY, STREAM_GAP, CollectionInfo, RowProblems, builds, collection_info, live_collection, now_us,
+    set_properties, track_rows)
 from segue.training.export import ExportedTower
 from segue.training.model_versions import ModelNotFound, ModelVersions
 
@@ -56,12 +56,6 @@ def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str,
 
 class NoIndex(RuntimeError):
     """Nothing to write to: no collection serves the alias and none is being built."""
-
-
-def live_collection(client: MilvusClient, alias: str, timeout_s: float | None = None) -> str | None:
-    if alias not in client.list_aliases(timeout=timeout_s).get("aliases", []):
-        return None
-    return client.describe_alias(alias, timeout=timeout_s)["collection_name"]
 
 
 @dataclass

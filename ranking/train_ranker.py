@@ -22,14 +22,14 @@ from segue.ranking.ranker import export_ranker, fit_ranker
 from segue.ranking.ranker_features import ranker_features
 from segue.settings import SegueSettings
 from segue.training.case_queries import challenge_queries
-from segue.training.data import Catalog, load_catalog
+from segue.features.track_catalog import TrackCatalog, load_catalog
 from segue.training.model_versions import ModelVersion, ModelVersions
 
 _LOGGER = logging.getLogger(__name__)
 NEIGHBOURS_TABLE = "track_neighbours"
 
 
-def offline_sources(settings: SegueSettings, versions: ModelVersions, model: ModelVersion, catalog: Catalog,
+def offline_sources(settings: SegueSettings, versions: ModelVersions, model: ModelVersion, catalog: TrackCatalog,
                     neighbour_table: Path) -> OfflineSources:
     embeddings = versions.candidate_tower(model).embed(catalog.features)
     return OfflineSources(catalog.track_uri, embeddings, catalog.features["artist_uri"].to_pylist(), neighbour_table,

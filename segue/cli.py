@@ -13,6 +13,7 @@ from segue import __version__
 from segue.cli_failures import CONFIGURATION, UNREACHABLE, known_failure
 from segue.logs import configure_logging
 from segue.settings import SegueSettings, load_settings
+from segue.vocabulary import PLAYLIST_KEY, PLAYLIST_SERVICE, TRACK_KEY, TRACK_SERVICE
 
 
 # `segue --help` lists the commands in the order the pipeline runs them.
@@ -96,8 +97,9 @@ def config_show(ctx: click.Context, sources: bool) -> None:
 @click.option("--write", "folder", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write configuration.md and commands.md into this folder instead of printing them.")
 def config_docs(folder: Path | None) -> None:
-    """The configuration and command references, generated from the settings and this CLI."""
-    from segue.reference_docs import commands_reference, settings_reference
+    """The configuration and command references, generated from the settings and this CLI (and,
+    in a source checkout, the module map of architecture.md)."""
+    from segue.reference_docs import commands_reference, settings_reference, with_module_map
 
     pages = {"configuration.md": settings_reference(), "commands.md": commands_reference(cli)}
     for name, text in pages.items():
@@ -107,6 +109,10 @@ def config_docs(folder: Path | None) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text + "\n")
             click.echo(f"written: {folder / name}")
+    architecture = folder / "architecture.md" if folder is not None else None
+    if architecture is not None and architecture.is_file():  # a source checkout: its module map too
+        architecture.write_text(with_module_map(architecture.read_text(), folder.resolve().parent))
+        click.echo(f"written: {architecture} (module map)")
 
 
 @cli.group()
@@ -250,7 +256,7 @@ def features_materialize(settings: SegueSettings, profile: str | None, end, full
 
 @features.command("get")
 @_PROFILE
-@click.argument("service", type=click.Choice(["playlist_query_v1", "track_candidate_v1"]))
+@click.argument("service", type=click.Choice([PLAYLIST_SERVICE, TRACK_SERVICE]))
 @click.argument("keys", nargs=-1, required=True)
 @click.pass_obj
 def features_get(settings: SegueSettings, profile: str | None, service: str, keys: tuple[str, ...]) -> None:
@@ -258,7 +264,7 @@ def features_get(settings: SegueSettings, profile: str | None, service: str, key
     from segue.features.online import lookup
     from segue.features.store import open_store
 
-    key_name, parse = ("pid", int) if service == "playlist_query_v1" else ("track_uri", str)
+    key_name, parse = (PLAYLIST_KEY, int) if service == PLAYLIST_SERVICE else (TRACK_KEY, str)
     rows = lookup(open_store(settings, profile), service, key_name, [parse(k) for k in keys])
     click.echo(json.dumps([{key_name: r.key, "found": r.found, "features": r.features} for r in rows],
                           indent=2, default=str))
@@ -501,7 +507,7 @@ def index_status(settings: SegueSettings) -> None:
     """The alias, the collection behind it and every kept build."""
     from segue.indexing.milvus_connection import open_client
     from segue.indexing.track_collection import builds
-    from segue.indexing.upsert import live_collection
+    from segue.indexing.track_collection import live_collection
 
     client = open_client(settings)
     live = live_collection(client, settings.index.alias)

@@ -14,6 +14,7 @@ import yaml
 
 from segue.indexing.profiles import PROFILES
 from segue.settings import GenerateSettings, PathSettings, SegueSettings, settings_document
+from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_KEY, PLAYLIST_SERVICE, TRACK_KEY, TRACK_SERVICE
 
 
 @dataclass
@@ -133,7 +134,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             apply_definitions(settings)
             views = check_feature_sources(open_store(settings))
             return {"profile": settings.features.profile, "views": len(views),
-                    "services": "playlist_query_v1, track_candidate_v1, track_neighbours_v1"}
+                    "services": ", ".join((PLAYLIST_SERVICE, TRACK_SERVICE, NEIGHBOUR_SERVICE))}
 
         demo.run("feast apply + source check", run_apply)
 
@@ -159,7 +160,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             store = open_store(settings)
             # Full: a re-run's tables hold times an earlier incremental run has already passed.
             result = materialize(store, spark, full=True)
-            sample = lookup(store, "playlist_query_v1", "pid", [0, -1])
+            sample = lookup(store, PLAYLIST_SERVICE, PLAYLIST_KEY, [0, -1])
             return {"views": len(result["views"]), "pid 0 online": sample[0].found,
                     "unknown pid -1 found": sample[1].found}
 
@@ -279,7 +280,7 @@ def _build_index(demo: Demo, settings: SegueSettings, model: Path) -> None:
         return
     sample = max(candidates, key=lambda r: r["popularity"])["track_uri"]
     hits = index.nearest_tracks(sample, 5)
-    names = {r.key: r.features for r in lookup(store, "track_candidate_v1", "track_uri",
+    names = {r.key: r.features for r in lookup(store, TRACK_SERVICE, TRACK_KEY,
                                                  [sample, *[h.track_uri for h in hits]])}
 
     def label(uri: str) -> str:
@@ -330,7 +331,8 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
     from segue.indexing.track_index import TrackIndex
     from segue.streaming.consumer_daemon import open_daemon
     from segue.streaming.events import new_event
-    from segue.streaming.kafka_broker import KafkaBroker, free_port
+    from segue.streaming.kafka_broker import KafkaBroker
+    from segue.local_ports import free_port
     from segue.streaming.kafka_clients import event_producer
     from segue.streaming.publish import publish_events
 
@@ -372,7 +374,7 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
     index = TrackIndex(client, settings.index.alias, index_profile(settings))
     new = tracks[0]
     hits = index.nearest_tracks(new["track_uri"], 4)
-    names = {r.key: r.features for r in lookup(open_store(settings), "track_candidate_v1", "track_uri",
+    names = {r.key: r.features for r in lookup(open_store(settings), TRACK_SERVICE, TRACK_KEY,
                                                  [h.track_uri for h in hits])}
     click.secho(f"\nJust streamed: {new['track_name']} - {new['artist_name']} ({new.get('release_year') or '?'}); "
                 "searchable now, its nearest tracks:", bold=True)
@@ -392,7 +394,7 @@ def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int =
     from segue.serving.api_server import ApiServerThread
 
     store = open_store(settings)
-    known = [r for r in lookup(store, "playlist_query_v1", "pid", list(range(50))) if r.found
+    known = [r for r in lookup(store, PLAYLIST_SERVICE, PLAYLIST_KEY, list(range(50))) if r.found
              and len(r.features.get("recent_track_uris") or []) >= 5][:playlists]
     asks = [(f"playlist {r.key} \"{r.features['name']}\" (features from Feast)", {"playlist_id": r.key, "k": 5})
             for r in known]

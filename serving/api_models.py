@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from segue.batch.mpd.records import ArtistUri, TrackUri
+from segue.vocabulary import ArtistUri, TrackUri
 
 # The hard ceilings of the schema; `serve.max_k` and `serve.max_track_uris` may set lower ones.
 MAX_K = 1000

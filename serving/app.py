@@ -26,9 +26,9 @@ from segue.serving.recommender import (
 from segue.serving.serving_target import NotReady, PinRefused, ServingTargets
 from segue.settings import SegueSettings
 from segue.training.model_versions import ModelVersions
+from segue.vocabulary import uri_pattern
 
 _LOGGER = logging.getLogger(__name__)
-TRACK_URI_PATTERN = r"^spotify:track:[0-9A-Za-z]{22}$"
 _ERRORS = {404: {"model": Problem, "description": "Unknown playlist or track"},
            503: {"model": Problem, "description": "Milvus or the feature store is unavailable; retry later"}}
 
@@ -196,7 +196,7 @@ def create_app(settings: SegueSettings) -> FastAPI:
 
     @app.get("/v1/tracks/{track_uri}/similar", response_model=SimilarTracksResponse, responses=_ERRORS,
              summary="Tracks whose embeddings are nearest to a track's")
-    async def similar(track_uri: Annotated[str, Path(pattern=TRACK_URI_PATTERN)],
+    async def similar(track_uri: Annotated[str, Path(pattern=uri_pattern("track"))],
                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> SimilarTracksResponse:
         return await recommender().similar(track_uri, k)
 

@@ -39,10 +39,10 @@ from segue.serving.api_models import (
 from segue.serving.search_filters import candidates_to_fetch, diversify, search_expression
 from segue.serving.serving_target import ServingTarget, ServingTargets
 from segue.settings import CandidateSettings, FeatureSettings, RankerSettings, ServeSettings
+from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_SERVICE, PROBE_TRACK_URI, TRACK_SERVICE
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-PLAYLIST_SERVICE, TRACK_SERVICE, NEIGHBOUR_SERVICE = "playlist_query_v1", "track_candidate_v1", "track_neighbours_v1"
 # What a cold playlist needs of its seed tracks, and what a result shows: one online read each,
 # of only those features (a read's cost grows with features x tracks).
 SEED_FIELDS = ("artist_uri", "album_uri", "duration_ms")
@@ -105,13 +105,13 @@ class Recommender:
         self.targets.refresh()
         try:
             self.playlists.read([0])
-            self.seeds.read(["spotify:track:" + "0" * 22])
-            self.names.read(["spotify:track:" + "0" * 22])
+            self.seeds.read([PROBE_TRACK_URI])
+            self.names.read([PROBE_TRACK_URI])
         except _FEATURE_STORE_ERRORS as e:  # serving starts anyway; requests will say 503 until it is back
             _LOGGER.warning("feature store not reachable at start", extra={"error": str(e)[:300]})
         try:
-            self.seed_neighbours.read(["spotify:track:" + "0" * 22])
-            self.popularity.read(["spotify:track:" + "0" * 22])
+            self.seed_neighbours.read([PROBE_TRACK_URI])
+            self.popularity.read([PROBE_TRACK_URI])
         except Exception as e:  # noqa: BLE001 - e.g. a registry applied before the view existed
             _LOGGER.warning("co-occurrence neighbours not readable: run `segue features apply` and "
                             "`segue batch neighbours`", extra={"error": str(e)[:300]})

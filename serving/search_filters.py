@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from segue.indexing.track_collection import KEY
 from segue.indexing.track_index import Hit
 from segue.serving.api_models import Filters
+from segue.vocabulary import uri_pattern
 
-_URI = re.compile(r"^spotify:(track|artist):[0-9A-Za-z]{22}$")
+_URI = re.compile(f"{uri_pattern('track')}|{uri_pattern('artist')}")
 
 
 def _uri_list(uris: Sequence[str]) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from pymilvus import MilvusClient
 
-from segue.indexing.track_collection import PINNED, READY, builds, collection_info, set_properties
-from segue.indexing.upsert import live_collection
+from segue.indexing.track_collection import (
+    PINNED, READY, builds, collection_info, live_collection, set_properties)
 from segue.ranking.ranker import ExportedRanker
 from segue.training.export import ExportedTower
 from segue.training.model_versions import ModelNotFound, ModelVersions

@@ -26,9 +26,10 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from segue.vocabulary import uri_pattern
+
 SCHEMA_VERSION = 1
 INT64_MAX = 2**63 - 1  # what Feast, Arrow and Milvus store: a larger integer fails every write
-_URI = r"^spotify:{}:[0-9A-Za-z]{{22}}$"
 _Unit = Field(None, ge=0, le=1)
 
 
@@ -37,12 +38,12 @@ class TrackFeatures(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    track_uri: str = Field(pattern=_URI.format("track"))
+    track_uri: str = Field(pattern=uri_pattern("track"))
     # Names may be empty: sources with ids only have none, and the MPD reader takes them too.
     track_name: str = Field(max_length=500)
-    artist_uri: str = Field(pattern=_URI.format("artist"))
+    artist_uri: str = Field(pattern=uri_pattern("artist"))
     artist_name: str = Field(max_length=500)
-    album_uri: str = Field(pattern=_URI.format("album"))
+    album_uri: str = Field(pattern=uri_pattern("album"))
     album_name: str = Field(max_length=500)
     duration_ms: int = Field(gt=0, le=24 * 3600 * 1000)
     popularity: int | None = Field(None, ge=0, le=100)

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from segue.streaming.kafka_broker import free_port
+from segue.local_ports import free_port
 from segue.streaming.maven_jars import JarSetupError, ensure_jars, pom_property, require_tool
 
 log = logging.getLogger(__name__)

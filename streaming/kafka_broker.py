@@ -26,6 +26,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from segue.streaming.kafka_jars import ensure_kafka_jars, require_java
+from segue.local_ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,6 @@ logger.state_change.level = WARN
 
 class KafkaBrokerError(RuntimeError):
     """The broker could not be formatted, started or stopped."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _random_cluster_id() -> str:

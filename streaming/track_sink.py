@@ -25,15 +25,13 @@ from segue.features.online import OnlineFeatureReader
 from segue.indexing.upsert import NoIndex, TrackUpserter
 from segue.streaming.events import FEATURE_NAMES, Origin, TrackEvent
 from segue.training.model_versions import ModelVersions
+from segue.vocabulary import PROBE_TRACK_URI, TRACK_KEY, TRACK_SERVICE
 
 _LOGGER = logging.getLogger(__name__)
 PUSH_SOURCE = "track_push_source"
-SERVICE = "track_candidate_v1"
-KEY = "track_uri"
 TABLE = "track_features"
 # Offline copies in the Feast source folder start with this; batch feature runs replace that folder.
 STREAM_FILE_PREFIX = "stream-"
-PROBE_URI = "spotify:track:" + "0" * 22  # read by the health probe; absent is an answer too
 
 
 class SinkWriteError(RuntimeError):
@@ -161,7 +159,7 @@ class TrackSink:
         self.record = record
         # What the sink needs of a stored track: its event time (newest wins) and its age. One
         # feature instead of the service's 27 makes the read about ten times cheaper.
-        self._reader = OnlineFeatureReader(store, SERVICE, KEY, only=[f"{TABLE}:first_added_s"])
+        self._reader = OnlineFeatureReader(store, TRACK_SERVICE, TRACK_KEY, only=[f"{TABLE}:first_added_s"])
 
     def warm_up(self) -> None:
         """Loads the towers of every target now, so the first events do not wait for them."""
@@ -174,7 +172,7 @@ class TrackSink:
         """Whether the online store and Milvus answer now: when they do, a write that keeps failing
         is failing on its data, not on a store that is away."""
         try:
-            self._reader.read([PROBE_URI])
+            self._reader.read([PROBE_TRACK_URI])
             self.upserter.targets()
         except Exception:  # noqa: BLE001 (any failure means "not answering")
             return False
@@ -204,7 +202,7 @@ class TrackSink:
                 clock.lap(stage)
                 stage = "embed_and_upsert"
                 columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
-                written = self.upserter.upsert(frame[KEY].tolist(), columns, [e.event_time_us for e in fresh])
+                written = self.upserter.upsert(frame[TRACK_KEY].tolist(), columns, [e.event_time_us for e in fresh])
                 clock.lap(stage)
                 report.indexed = len(fresh)
                 report.targets = {name: w.written for name, w in written.items()}

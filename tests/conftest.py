@@ -86,7 +86,7 @@ def milvus_server(tmp_path_factory):
     """A real Milvus standalone server (the PyPI `milvus` package: embedded etcd, local storage),
     started as `segue milvus start` starts it, on a free port; yields its URI."""
     from segue.indexing.milvus_server import LocalMilvusServer
-    from segue.streaming.kafka_broker import free_port
+    from segue.local_ports import free_port
 
     with LocalMilvusServer(tmp_path_factory.mktemp("milvus-server"), port=free_port()) as server:
         yield server.uri
@@ -95,7 +95,7 @@ def milvus_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real redis-server on a free loopback port, stopped afterwards."""
-    from segue.streaming.kafka_broker import free_port
+    from segue.local_ports import free_port
 
     port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from segue.batch.mpd.metrics import (METRICS, PlaylistScores, bootstrap_intervals, clicks, compare,
+from segue.challenge_metrics import (METRICS, PlaylistScores, bootstrap_intervals, clicks, compare,
                                      evaluate_rankings, ndcg, paired_comparison, r_precision, recall_at_k, verdict)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from pymilvus import MilvusClient
 
-from segue.streaming.kafka_broker import KafkaBroker, free_port
+from segue.streaming.kafka_broker import KafkaBroker
+from segue.local_ports import free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 SEGUE = Path(sys.executable).parent / "segue"

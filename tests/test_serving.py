@@ -29,7 +29,7 @@ from segue.indexing.track_collection import BUILDING, MODEL_VERSION, STATE, coll
 from segue.sample_world import private_feature_repo
 from segue.serving.api_server import ApiServerThread
 from segue.settings import IndexSettings, ServeSettings, settings_document
-from segue.streaming.kafka_broker import free_port
+from segue.local_ports import free_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -95,7 +95,7 @@ def test_served_rankings_are_the_offline_pipelines(embedded, trained, ranked):
     from segue.ranking.offline_sources import ordered
     from segue.ranking.ranker_features import ranker_features
     from segue.ranking.train_ranker import offline_sources
-    from segue.training.data import load_catalog
+    from segue.features.track_catalog import load_catalog
     from segue.training.model_versions import ModelVersions
 
     settings, url = embedded

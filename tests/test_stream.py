@@ -34,7 +34,8 @@ from segue.settings import IndexSettings, KafkaSettings, StreamSettings, setting
 from segue.streaming.consumer_daemon import open_daemon
 from segue.streaming.daemon_metrics import serve_health
 from segue.streaming.events import new_event
-from segue.streaming.kafka_broker import KafkaBroker, free_port
+from segue.streaming.kafka_broker import KafkaBroker
+from segue.local_ports import free_port
 from segue.streaming.kafka_clients import ensure_topics
 from segue.training.export import load_tower
 

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from segue.batch.mpd.reader import read_challenge_set, read_slice, slice_files
 from segue.batch.mpd.records import ArtistMetadata, TrackMetadata
 from segue.batch.synth import generate
-from segue.batch.mpd.categories import CATEGORIES
+from segue.vocabulary import CATEGORIES
 
 START, END = date(2011, 1, 1), date(2017, 11, 1)
 PLAYLISTS, CHALLENGE, SLICE = 2_200, 100, 1_000

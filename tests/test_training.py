@@ -40,7 +40,7 @@ def test_two_tower_beats_popularity_on_every_recall_at_k(trained):
 def test_id_only_model_gives_unseen_tracks_only_its_oov_bucket_embeddings(world, trained):
     """Why id-only cold-start recall is not zero: every unseen track shares one of
     `training.oov_buckets` embeddings, so at most that many distinct vectors exist for them."""
-    from segue.training.data import load_catalog
+    from segue.features.track_catalog import load_catalog
 
     settings, store = world
     model, report = trained

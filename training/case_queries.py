@@ -8,11 +8,12 @@ from feast import FeatureStore
 
 from segue.features.playlist_features import playlist_query_features
 from segue.settings import FeatureSettings
-from segue.training.data import QUERY_SERVICE, Catalog
+from segue.features.track_catalog import TrackCatalog
+from segue.vocabulary import PLAYLIST_SERVICE
 from segue.training.feature_inputs import ID_SEQUENCE, service_inputs
 
 
-def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catalog,
+def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: TrackCatalog,
                       sequences: FeatureSettings) -> dict[str, list]:
     """Each case's query features, shaped as Feast serves `playlist_query_v1` (bare names).
 
@@ -22,7 +23,7 @@ def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catal
     id sequences built from the seeds alone, by the function serving uses for a new playlist.
     The name is the case's (empty when untitled).
     """
-    service = store.get_feature_service(QUERY_SERVICE)
+    service = store.get_feature_service(PLAYLIST_SERVICE)
     as_of = heldout.query_as_of.fillna(heldout.modified_at)
     entity_df = pd.DataFrame({"pid": heldout.pid.to_numpy(), "case_row": np.arange(len(heldout)),
                               "event_timestamp": pd.to_datetime(as_of, utc=True).dt.as_unit("us")})
@@ -30,7 +31,7 @@ def challenge_queries(store: FeatureStore, heldout: pd.DataFrame, catalog: Catal
     df = df.sort_values("case_row").reset_index(drop=True)
     columns = {c: df[c].tolist() for c in df.columns if c not in ("case_row", "event_timestamp")}
     columns["name"] = heldout.name.tolist()
-    sequence_names = [s.name for s in service_inputs(store, QUERY_SERVICE, embed_entity_key=False)
+    sequence_names = [s.name for s in service_inputs(store, PLAYLIST_SERVICE, embed_entity_key=False)
                       if s.encoding == ID_SEQUENCE]
     position = {uri: i for i, uri in enumerate(catalog.track_uri)}
     track_ids = {n: catalog.features[n].to_pylist() for n in ("artist_uri", "album_uri")}

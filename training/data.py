@@ -1,10 +1,9 @@
-"""Training data: example splits, the track catalog from Feast, and the tf.data pipeline."""
+"""Training data: example splits and the tf.data pipeline."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
-from feast import FeatureStore
 
-from segue.features.source_check import source_path
 from segue.training.feature_inputs import TowerInput, to_tensors
 from segue.training.preprocessing import FeaturePreprocessor
-
-QUERY_SERVICE = "playlist_query_v1"
-CANDIDATE_SERVICE = "track_candidate_v1"
-CANDIDATE_KEY = "track_uri"
+from segue.vocabulary import TRACK_KEY
 
 
 def candidate_ids(uris: np.ndarray | Sequence[str]) -> np.ndarray:
@@ -78,40 +72,10 @@ class Examples:
         return cls(query=to_tensors({n: queries.column(n) for n in queries.column_names}, query_inputs, by_column=True),
                    query_index=query_index.astype(np.int64),
                    candidate=to_tensors(columns, candidate_inputs, by_column=True),
-                   track_uri=table.column(CANDIDATE_KEY).to_numpy(zero_copy_only=False).astype(object),
+                   track_uri=table.column(TRACK_KEY).to_numpy(zero_copy_only=False).astype(object),
                    # A validation label unseen in training has no probability; it is never a
                    # training negative, so any positive value will do.
                    sampling_probability=np.nan_to_num(probability.astype(np.float32), nan=1e-9))
-
-
-@dataclass
-class Catalog:
-    """Every track's candidate features as Feast serves them (bare feature names)."""
-
-    track_uri: np.ndarray
-    features: dict[str, np.ndarray]  # Feast's columns, by bare name
-
-    def __len__(self) -> int:
-        return len(self.track_uri)
-
-
-def load_catalog(store: FeatureStore, as_of: datetime | None = None) -> Catalog:
-    """All tracks of the candidate view, with their features as of `as_of` (default: now).
-
-    The track list comes from the view's offline source; the features from Feast's point-in-time
-    read of the candidate FeatureService, the same service the model was trained on.
-    """
-    service = store.get_feature_service(CANDIDATE_SERVICE)
-    view = store.get_feature_view(service.feature_view_projections[0].name)
-    uris = pq.read_table(source_path(view), columns=[CANDIDATE_KEY]).column(CANDIDATE_KEY)
-    uris = np.unique(uris.to_numpy(zero_copy_only=False).astype(object))
-    when = pd.Timestamp(as_of or pd.Timestamp.now(tz="UTC"))
-    when = when.tz_localize("UTC") if when.tzinfo is None else when
-    entity_df = pd.DataFrame({CANDIDATE_KEY: uris, "event_timestamp": when.as_unit("us")})
-    df = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    df = df.drop_duplicates(CANDIDATE_KEY).set_index(CANDIDATE_KEY).loc[uris].reset_index()
-    table = pa.Table.from_pandas(df.drop(columns=["event_timestamp"]), preserve_index=False)
-    return Catalog(track_uri=uris, features={n: table.column(n) for n in table.column_names})
 
 
 def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],

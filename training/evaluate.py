@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from segue.batch.mpd.metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evaluate_rankings, recall_at_k
+from segue.challenge_metrics import MAX_RANKED, RECALL_KS, PlaylistScores, evaluate_rankings, recall_at_k
 from segue.settings import SegueSettings
 from segue.ranking.candidates import CandidateSet
 from segue.ranking.offline_sources import OfflineSources, neighbour_rankings, ordered
@@ -34,7 +34,7 @@ from segue.ranking.ranker_features import ranker_features
 from segue.ranking.train_ranker import offline_sources
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
 from segue.training.case_queries import challenge_queries
-from segue.training.data import Catalog, load_catalog
+from segue.features.track_catalog import TrackCatalog, load_catalog
 from segue.training.model_versions import MANIFEST, ModelVersion, ModelVersions
 from segue.training.report import (BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, bootstrap_summary, ranker_comparison,
                                    write_report)
@@ -44,7 +44,7 @@ _LOGGER = logging.getLogger(__name__)
 ID_ONLY_VERSION = "id_only"
 
 
-def tower_rankings(versions: ModelVersions, model: ModelVersion, queries: Mapping[str, Any], catalog: Catalog,
+def tower_rankings(versions: ModelVersions, model: ModelVersion, queries: Mapping[str, Any], catalog: TrackCatalog,
                    seeds: Sequence[Sequence[str]], k: int = MAX_RANKED, chunk: int = 512) -> list[list[str]]:
     """Exact top-k of the exported towers over the whole catalog, each case's seeds excluded."""
     q = versions.query_tower(model).embed(queries)
@@ -66,7 +66,7 @@ class _PipelineRankings:
     ranker's order, the fusion order without it, and the co-occurrence table alone."""
 
     def __init__(self, settings: SegueSettings, versions: ModelVersions, model: ModelVersion, ranker: dict | None,
-                 queries: Mapping[str, Any], catalog: Catalog, seeds: Sequence[Sequence[str]]):
+                 queries: Mapping[str, Any], catalog: TrackCatalog, seeds: Sequence[Sequence[str]]):
         self.available = bool(ranker) and model.has_ranker
         self.settings, self.versions, self.model, self.facts = settings, versions, model, ranker or {}
         self.queries, self.catalog, self.seeds = queries, catalog, seeds

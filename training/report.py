@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display here or on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from segue.batch.mpd.categories import CATEGORIES  # noqa: E402
-from segue.batch.mpd.metrics import COMPARED_METRICS, PlaylistScores, bootstrap_intervals, compare  # noqa: E402
+from segue.vocabulary import CATEGORIES  # noqa: E402
+from segue.challenge_metrics import COMPARED_METRICS, PlaylistScores, bootstrap_intervals, compare  # noqa: E402
 
 _COLUMNS = ("recall@10", "recall@50", "recall@100", "recall@500", "ndcg", "r_precision", "clicks")
 BASELINE = "cooccurrence"  # what every model is compared with, when it was scored

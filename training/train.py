@@ -26,9 +26,8 @@ from feast import FeatureStore
 
 from segue.settings import SegueSettings, TrainingSettings
 from segue.training.callbacks import CollapseGuard, ValidationRecall, embed_all
-from segue.training.data import (
-    CANDIDATE_KEY, CANDIDATE_SERVICE, QUERY_SERVICE, Catalog, Examples, candidate_ids, encode, load_catalog,
-    read_split, training_dataset)
+from segue.features.track_catalog import TrackCatalog, load_catalog
+from segue.training.data import Examples, candidate_ids, encode, read_split, training_dataset
 from segue.training.export import EmbeddingPipeline, export_tower
 from segue.training.feature_inputs import ID, ID_SEQUENCE, TowerInput, service_inputs, to_tensors
 from segue.training.model import TwoTowerModel
@@ -36,6 +35,7 @@ from segue.training.model_versions import CANDIDATE_DIR, QUERY_DIR, ModelVersion
 from segue.training.preprocessing import FeaturePreprocessor, id_lookup, id_vocabulary
 from segue.training.retrieval_model import build_index, export_retrieval
 from segue.training.towers import PlaylistQueryTower, TrackCandidateTower
+from segue.vocabulary import PLAYLIST_SERVICE, TRACK_KEY, TRACK_SERVICE
 
 _LOGGER = logging.getLogger(__name__)
 RECALL_K = 100
@@ -50,11 +50,11 @@ class TrainedModel:
 
 def tower_inputs(store: FeatureStore, inputs_mode: str) -> tuple[list[TowerInput], list[TowerInput]]:
     """The query and candidate inputs; `ids` keeps only track ids (the factorization baseline)."""
-    query = service_inputs(store, QUERY_SERVICE, embed_entity_key=False)
-    candidate = service_inputs(store, CANDIDATE_SERVICE, embed_entity_key=True)
+    query = service_inputs(store, PLAYLIST_SERVICE, embed_entity_key=False)
+    candidate = service_inputs(store, TRACK_SERVICE, embed_entity_key=True)
     if inputs_mode == "ids":
         query = [i for i in query if i.encoding == ID_SEQUENCE and i.vocabulary == "track"]
-        candidate = [i for i in candidate if i.name == CANDIDATE_KEY]
+        candidate = [i for i in candidate if i.name == TRACK_KEY]
     return query, candidate
 
 
@@ -96,7 +96,7 @@ class TrainingSetup:
     validation: Examples
     train_table: Any
     dataset: tf.data.Dataset
-    catalog: Catalog
+    catalog: TrackCatalog
     catalog_encoded: dict[str, np.ndarray]
     validation_query: dict[str, np.ndarray]
     validation_labels: np.ndarray  # catalog row of each validation query's label
@@ -218,7 +218,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     manifest = {
         "version": version,
         "created": datetime.now(timezone.utc).isoformat(),
-        "feature_services": {"query": QUERY_SERVICE, "candidate": CANDIDATE_SERVICE},
+        "feature_services": {"query": PLAYLIST_SERVICE, "candidate": TRACK_SERVICE},
         "inputs": {"query": [i.__dict__ for i in query_pre.inputs], "candidate": [i.__dict__ for i in candidate_pre.inputs]},
         "embedding_dim": cfg.embedding_dim,
         "data": {"examples": str(examples_dir.absolute()), "examples_run": str(examples_dir.resolve()),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import great_expectations.expectations as gxe
 
-from segue.batch.mpd.records import URI_PATTERNS
+from segue.vocabulary import URI_PATTERNS
 
 Expectation = gxe.Expectation
 

@@ -10,19 +10,11 @@ from typing import Annotated, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-TrackUri = Annotated[str, StringConstraints(pattern=r"^spotify:track:[0-9A-Za-z]{22}$")]
-ArtistUri = Annotated[str, StringConstraints(pattern=r"^spotify:artist:[0-9A-Za-z]{22}$")]
-AlbumUri = Annotated[str, StringConstraints(pattern=r"^spotify:album:[0-9A-Za-z]{22}$")]
+from segue.vocabulary import AlbumUri, ArtistUri, TrackUri
+
 NonNegative = Annotated[int, Field(ge=0)]
-
-# Regexes the contracts reuse, so a URI is "well formed" by one rule everywhere.
-URI_PATTERNS = {
-    "track_uri": r"^spotify:track:[0-9A-Za-z]{22}$",
-    "artist_uri": r"^spotify:artist:[0-9A-Za-z]{22}$",
-    "album_uri": r"^spotify:album:[0-9A-Za-z]{22}$",
-}
 
 
 class TrackEntry(TypedDict):

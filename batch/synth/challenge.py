@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segue.batch.mpd.categories import CATEGORIES, Category
+from segue.vocabulary import CATEGORIES, Category
 from segue.batch.synth.catalog import STREAM_CHALLENGE, Catalog
 from segue.batch.synth.playlists import (
     LatentPlaylist,

@@ -12,7 +12,7 @@ from time import perf_counter
 import numpy as np
 from tqdm import tqdm
 
-from segue.batch.mpd.metrics import evaluate_rankings
+from segue.challenge_metrics import evaluate_rankings
 from segue.batch.synth.catalog import (
     STREAM_SLICE,
     Catalog,
