@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from segue.indexing.track_collection import EVENT_TIME, KEY, VECTOR, track_row
+from segue.settings import IndexSettings
 
 _LOGGER = logging.getLogger(__name__)
 NAMESPACE = "segue.index"
@@ -112,25 +114,35 @@ class WriteToMilvus(beam.PTransform):
 EMBEDDINGS_SCHEMA = pa.schema([(KEY, pa.string()), (VECTOR, pa.list_(pa.float32()))])
 
 
-def run_embedding_pipeline(snapshot: Path, tower_path: Path, milvus_uri: str, collection: str,
-                           embeddings_prefix: Path, event_time_us: int, indexed_at_us: int,
-                           embed_batch: int, write_batch: int, runner: str,
-                           options: Sequence[str] = ()) -> int:
-    """Runs the pipeline to completion; returns how many tracks it wrote."""
-    pipeline_options = PipelineOptions(["--runner", runner, *options])
-    if runner == "DirectRunner":
+@dataclass(frozen=True)
+class EmbeddingJob:
+    """One rebuild's pipeline: which snapshot, through which tower, into which collection."""
+
+    snapshot: Path  # the catalogue snapshot (Parquet)
+    tower_path: Path  # the candidate tower's SavedModel
+    milvus_uri: str
+    collection: str
+    embeddings_prefix: Path  # where the embeddings copy goes (validation reads it)
+    event_time_us: int  # the snapshot's time: the rows' event time, newest wins
+    indexed_at_us: int
+
+
+def run_embedding_pipeline(job: EmbeddingJob, cfg: IndexSettings) -> int:
+    """Runs the pipeline to completion on `index.beam_runner`; returns how many tracks it wrote."""
+    pipeline_options = PipelineOptions(["--runner", cfg.beam_runner, *cfg.beam_options])
+    if cfg.beam_runner == "DirectRunner":
         # Milvus Lite is a file owned by one process: keep the local run in this process.
-        pipeline_options = PipelineOptions(["--runner", runner, "--direct_num_workers", "1",
-                                            "--direct_running_mode", "in_memory", *options])
+        pipeline_options = PipelineOptions(["--runner", cfg.beam_runner, "--direct_num_workers", "1",
+                                            "--direct_running_mode", "in_memory", *cfg.beam_options])
     with beam.Pipeline(options=pipeline_options) as p:
         rows = (p
-                | "ReadSnapshot" >> beam.io.ReadFromParquet(str(snapshot))
-                | "EmbedTracks" >> EmbedTracks(str(tower_path), embed_batch)
-                | "ToCollectionRows" >> beam.ParDo(_ToCollectionRow(event_time_us, indexed_at_us)))
-        _ = rows | "WriteToMilvus" >> WriteToMilvus(milvus_uri, collection, write_batch)
+                | "ReadSnapshot" >> beam.io.ReadFromParquet(str(job.snapshot))
+                | "EmbedTracks" >> EmbedTracks(str(job.tower_path), cfg.embed_batch)
+                | "ToCollectionRows" >> beam.ParDo(_ToCollectionRow(job.event_time_us, job.indexed_at_us)))
+        _ = rows | "WriteToMilvus" >> WriteToMilvus(job.milvus_uri, job.collection, cfg.write_batch)
         _ = (rows
              | "KeepEmbedding" >> beam.Map(lambda r: {KEY: r[KEY], VECTOR: r[VECTOR]})
-             | "WriteEmbeddings" >> beam.io.WriteToParquet(str(embeddings_prefix), EMBEDDINGS_SCHEMA,
+             | "WriteEmbeddings" >> beam.io.WriteToParquet(str(job.embeddings_prefix), EMBEDDINGS_SCHEMA,
                                                            file_name_suffix=".parquet"))
     result = p.result
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("tracks_written"))["counters"]

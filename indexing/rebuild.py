@@ -31,7 +31,7 @@ from pymilvus import MilvusClient
 from segue.features.feature_times import feature_times_us
 from segue.features.online import OnlineFeatureReader
 from segue.features.track_catalog import load_catalog
-from segue.indexing.embedding_pipeline import read_embeddings, run_embedding_pipeline
+from segue.indexing.embedding_pipeline import EmbeddingJob, read_embeddings, run_embedding_pipeline
 from segue.indexing.milvus_connection import index_profile, milvus_uri, open_client
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
@@ -237,10 +237,9 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
             snapshot_rows = pq.ParquetFile(snapshot).metadata.num_rows
         lap("snapshot")
         stage("snapshot", name)
-        written = run_embedding_pipeline(build_dir / "catalog.parquet", tower_path, milvus_uri(settings),
-                                         name, build_dir / "embeddings", snapshot_time_us,
-                                         now_us(), cfg.embed_batch, cfg.write_batch, cfg.beam_runner,
-                                         cfg.beam_options)
+        job = EmbeddingJob(build_dir / "catalog.parquet", tower_path, milvus_uri(settings), name,
+                           build_dir / "embeddings", snapshot_time_us, now_us())
+        written = run_embedding_pipeline(job, cfg)
         lap("embed_and_write")
         stage("written", name)
         live = live_collection(client, cfg.alias)

@@ -1,4 +1,4 @@
-"""Searching the serving alias, with the model-version lock between query tower and index."""
+"""Searching the serving alias: vectors, a track's neighbours, the build's model version."""
 
 from __future__ import annotations
 

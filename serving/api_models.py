@@ -109,3 +109,17 @@ class Problem(BaseModel):
     error: str
     detail: str
     retry_after_s: int | None = None
+
+
+class TargetChoice(BaseModel):
+    collection: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                   description="A build to serve whatever the alias says; null follows the alias")
+
+
+class ServingStatus(BaseModel):
+    status: str
+    alias: str
+    collection: str | None = None
+    model_version: str | None = None
+    pinned: str | None = None
+    problem: str | None = None

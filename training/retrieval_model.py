@@ -18,7 +18,7 @@ from segue.training.export import SIGNATURE, EmbeddingPipeline, quiet_keras_conf
 _SCANN_NAMESPACE = ["Scann"]
 
 
-def build_index(pipeline: EmbeddingPipeline, embeddings: np.ndarray, track_uris: np.ndarray,
+def top_k_layer(pipeline: EmbeddingPipeline, embeddings: np.ndarray, track_uris: np.ndarray,
                 k: int, kind: str = "scann") -> tfrs.layers.factorized_top_k.TopK:
     """A top-k layer over the catalog's embeddings, queried through `pipeline`."""
     candidates = tf.data.Dataset.from_tensor_slices(

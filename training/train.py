@@ -33,7 +33,7 @@ from segue.training.feature_inputs import ID, ID_SEQUENCE, TowerInput, service_i
 from segue.training.model import TwoTowerModel
 from segue.training.model_versions import CANDIDATE_DIR, QUERY_DIR, ModelVersion, ModelVersions
 from segue.training.preprocessing import FeaturePreprocessor, id_lookup, id_vocabulary
-from segue.training.retrieval_model import build_index, export_retrieval
+from segue.training.retrieval_model import export_retrieval, top_k_layer
 from segue.training.towers import PlaylistQueryTower, TrackCandidateTower
 from segue.vocabulary import PLAYLIST_SERVICE, TRACK_KEY, TRACK_SERVICE
 
@@ -199,7 +199,7 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     export_tower(out / CANDIDATE_DIR, candidate_pre, model.candidate_tower)
     catalog_embeddings = embed_all(model.candidate_tower, setup.catalog_encoded)
     retrieval_kind = cfg.retrieval_index
-    index = build_index(EmbeddingPipeline(query_pre, model.query_tower), catalog_embeddings, catalog.track_uri,
+    index = top_k_layer(EmbeddingPipeline(query_pre, model.query_tower), catalog_embeddings, catalog.track_uri,
                         k=RETRIEVAL_K, kind=retrieval_kind)
     export_retrieval(out / "retrieval", index, {i.name: i.spec for i in query_pre.inputs}, retrieval_kind)
 
