@@ -1,1 +1,1 @@
-"""The Feast feature repo (definitions.py, feature_store*.yaml) and the code that opens and reads it."""
+"""The Feast repo `feast apply` reads: definitions.py and the profiles' feature_store*.yaml."""

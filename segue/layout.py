@@ -29,8 +29,10 @@ ROOF_MODULES = ("cli.py", "cli_failures.py", "demo.py", "sample_world.py", "refe
 STAGES = (
     Stage(GROUND, "segue", "segue", "settings, logs, the shared vocabulary, the challenge metrics, ports", ()),
     Stage("batch", "batch", "segue.batch", "data in: MPD reading, Spark jobs, data contracts", ("features",)),
-    Stage("features", "feature_repo", "segue.features", "the Feast repo and the reads of it",
-          ("batch",)),  # materialize re-checks the batch tables' contracts; the store seeds an empty one
+    Stage("feature_repo", "feature_repo", "segue.feature_repo", "the Feast repo `feast apply` reads", ()),
+    # materialize re-checks the batch tables' contracts; the store seeds an empty neighbour table
+    Stage("features", "features", "segue.features", "opening and reading the Feast store",
+          ("batch", "feature_repo")),
     Stage("training", "training", "segue.training", "the two towers: data, model, export, evaluation",
           ("features", "ranking")),
     Stage("ranking", "ranking", "segue.ranking", "candidate sources, their merge, the DCN ranker",

@@ -337,7 +337,10 @@ def test_dashboard_queries_name_metrics_and_labels_the_code_emits():
 
 
 def test_dashboard_endpoint_labels_are_api_routes():
-    routes = set(re.findall(r'@app\.(?:get|post|put|delete)\("([^"]+)"', (ROOT / "serving" / "app.py").read_text()))
+    from segue.serving.app import create_app
+    from segue.settings import SegueSettings
+
+    routes = set(create_app(SegueSettings()).openapi()["paths"])
     for expr in dashboard_queries():
         for endpoint in re.findall(r'endpoint="([^"]+)"', expr):
             assert endpoint in routes, f"dashboard query {expr!r}: no API route {endpoint!r}; routes: {sorted(routes)}"

@@ -12,10 +12,12 @@ import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
+import segue.feature_repo
 from segue.batch.build_neighbours import publish_empty_table
 from segue.settings import SegueSettings
 
-REPO_PATH = Path(__file__).resolve().parent
+# The Feast repo is its own package, so that an installed Segue (not only a checkout) carries it.
+REPO_PATH = Path(segue.feature_repo.__file__).resolve().parent
 PROFILE_FILES = {"local": "feature_store.yaml", "redis": "feature_store.redis.yaml",
                  "spark": "feature_store.spark.yaml"}
 
