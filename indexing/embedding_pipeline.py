@@ -76,16 +76,18 @@ class _UpsertBatch(beam.DoFn):
     The Milvus token is not in the job graph (runners show and store it): each worker reads
     `index.token` from its own environment (SEGUE_INDEX__TOKEN) or settings file."""
 
-    def __init__(self, uri: str, collection: str, log_every: int = 100_000):
+    def __init__(self, uri: str, collection: str, settings_file: str | None, log_every: int = 100_000):
         self._uri, self._collection, self._log_every = uri, collection, log_every
+        self._settings_file = settings_file  # a path, no secret: the token is read on the worker
         self._written = Metrics.counter(NAMESPACE, "tracks_written")
 
     def setup(self):
         from pymilvus import MilvusClient
 
-        from segue.settings import load_settings
+        from segue.settings import worker_settings
 
-        self._client = MilvusClient(uri=self._uri, token=load_settings().index.token.get_secret_value())
+        token = worker_settings({}, self._settings_file).index.token
+        self._client = MilvusClient(uri=self._uri, token=token.get_secret_value())
         self._since_log = 0
 
     def process(self, rows: list[dict]):
@@ -101,14 +103,15 @@ class _UpsertBatch(beam.DoFn):
 class WriteToMilvus(beam.PTransform):
     """Collection rows -> upserts of `batch_size` rows into `collection`."""
 
-    def __init__(self, uri: str, collection: str, batch_size: int):
+    def __init__(self, uri: str, collection: str, batch_size: int, settings_file: str | None = None):
         super().__init__()
         self._uri, self._collection, self._batch_size = uri, collection, batch_size
+        self._settings_file = settings_file
 
     def expand(self, rows):
         return (rows
                 | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                | "Upsert" >> beam.ParDo(_UpsertBatch(self._uri, self._collection)))
+                | "Upsert" >> beam.ParDo(_UpsertBatch(self._uri, self._collection, self._settings_file)))
 
 
 EMBEDDINGS_SCHEMA = pa.schema([(KEY, pa.string()), (VECTOR, pa.list_(pa.float32()))])
@@ -125,6 +128,7 @@ class EmbeddingJob:
     embeddings_prefix: Path  # where the embeddings copy goes (validation reads it)
     event_time_us: int  # the snapshot's time: the rows' event time, newest wins
     indexed_at_us: int
+    settings_file: str | None = None  # where workers read secrets (the Milvus token) when they can
 
 
 def run_embedding_pipeline(job: EmbeddingJob, cfg: IndexSettings) -> int:
@@ -139,7 +143,8 @@ def run_embedding_pipeline(job: EmbeddingJob, cfg: IndexSettings) -> int:
                 | "ReadSnapshot" >> beam.io.ReadFromParquet(str(job.snapshot))
                 | "EmbedTracks" >> EmbedTracks(str(job.tower_path), cfg.embed_batch)
                 | "ToCollectionRows" >> beam.ParDo(_ToCollectionRow(job.event_time_us, job.indexed_at_us)))
-        _ = rows | "WriteToMilvus" >> WriteToMilvus(job.milvus_uri, job.collection, cfg.write_batch)
+        _ = rows | "WriteToMilvus" >> WriteToMilvus(job.milvus_uri, job.collection, cfg.write_batch,
+                                                    job.settings_file)
         _ = (rows
              | "KeepEmbedding" >> beam.Map(lambda r: {KEY: r[KEY], VECTOR: r[VECTOR]})
              | "WriteEmbeddings" >> beam.io.WriteToParquet(str(job.embeddings_prefix), EMBEDDINGS_SCHEMA,

@@ -39,7 +39,7 @@ from segue.indexing.track_collection import (
     builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows, track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, write_newest
 from segue.indexing.validation import Validation, row_count, validate_build
-from segue.settings import SegueSettings
+from segue.settings import SegueSettings, source_file
 from segue.training.export import ExportedTower
 from segue.training.model_versions import LATEST, ModelVersions
 from segue.vocabulary import TRACK_SERVICE
@@ -238,7 +238,7 @@ def rebuild_index(settings: SegueSettings, store: FeatureStore, model_dir: Path 
         lap("snapshot")
         stage("snapshot", name)
         job = EmbeddingJob(build_dir / "catalog.parquet", tower_path, milvus_uri(settings), name,
-                           build_dir / "embeddings", snapshot_time_us, now_us())
+                           build_dir / "embeddings", snapshot_time_us, now_us(), source_file(settings))
         written = run_embedding_pipeline(job, cfg)
         lap("embed_and_write")
         stage("written", name)

@@ -77,6 +77,11 @@ class TrackUpserter:
     timeout_s: float | None = None  # each Milvus call's; `stream.write_timeout_s`
 
     def targets(self) -> list[CollectionInfo]:
+        """The live build first (when there is one), then the builds in progress and kept."""
+        return self._targets()[1]
+
+    def _targets(self) -> tuple[str | None, list[CollectionInfo]]:
+        # One look at the alias for both: a swap in between must not make the new live build skippable.
         live = live_collection(self.client, self.alias, self.timeout_s)
         found = [collection_info(self.client, live, self.timeout_s)] if live else []
         found += [b for b in builds(self.client, self.alias, self.timeout_s)
@@ -84,19 +89,25 @@ class TrackUpserter:
         if not found:
             raise NoIndex(f"no Milvus collection serves alias {self.alias!r} and none is being built: "
                           "run `segue index rebuild` first")
-        return found
+        return live, found
+
+    @staticmethod
+    def _kept_for_rollback(target: CollectionInfo, live: str | None) -> bool:
+        # Only a finished build that does not serve may miss tracks: a build in progress swaps in
+        # later, so its writes must succeed (or the events wait and retry).
+        return target.state == READY and target.name != live
 
     def tower(self, model_version: str) -> ExportedTower:
         return self.versions.candidate_tower(model_version)
 
     def warm_up(self) -> None:
         """Loads the towers of every target now, so the first events do not wait for them."""
-        live = live_collection(self.client, self.alias, self.timeout_s)
-        for target in self.targets():
+        live, targets = self._targets()
+        for target in targets:
             try:
                 self.tower(target.model_version)
             except ModelNotFound:
-                if target.name == live:
+                if not self._kept_for_rollback(target, live):
                     raise
 
     def upsert(self, track_uris: Sequence[str], features: Mapping[str, Sequence[Any]],
@@ -104,13 +115,13 @@ class TrackUpserter:
         """Writes the tracks into every target; returns what each target took."""
         reports = {}
         features = {**features, KEY: list(track_uris)}  # the URI is a tower input too (id embedding)
-        live = live_collection(self.client, self.alias, self.timeout_s)
-        for target in self.targets():
+        live, targets = self._targets()
+        for target in targets:
             try:
                 tower = self.tower(target.model_version)
             except ModelNotFound as e:
-                if target.name == live:
-                    raise  # the served catalogue must take every track: the event is dead-lettered
+                if not self._kept_for_rollback(target, live):
+                    raise  # the served catalogue (and the next one) must take every track: retried
                 reports[target.name] = self._mark_gap(target, len(track_uris), e)
                 continue
             embeddings = tower.embed(features)

@@ -66,6 +66,9 @@ def _own_feature_repo(out: Path) -> Path:
     from segue.features.store import REPO_PATH
 
     repo = out / "feature_repo"
+    for stale in repo.glob("*.py"):  # an older layout's modules: `feast apply` would import them
+        if not (REPO_PATH / stale.name).is_file():
+            stale.unlink()
     shutil.copytree(REPO_PATH, repo, ignore=shutil.ignore_patterns("data", "__pycache__"), dirs_exist_ok=True)
     return repo.absolute()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -317,6 +317,9 @@ class SegueSettings(BaseSettings):
         env_prefix="SEGUE_", env_nested_delimiter="__", extra="forbid"
     )
 
+    # The file these settings were read from: worker processes (Beam) read their secrets from it too.
+    _source_file: Path | None = PrivateAttr(default=None)
+
     paths: PathSettings = Field(default_factory=PathSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     generate: GenerateSettings = Field(default_factory=GenerateSettings)
@@ -402,7 +405,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> SegueSet
     """Reads the settings; keyword arguments win over the environment, which wins over the file
     (`config_file`, else `$SEGUE_CONFIG` or ./segue.yaml)."""
     if config_file is None:
-        return SegueSettings(**overrides)
+        settings = SegueSettings(**overrides)
+        settings._source_file = config_path()
+        return settings
     path = config_path(config_file)
 
     class FromFile(SegueSettings):
@@ -413,4 +418,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> SegueSet
     # Back to the plain class, whose instances pickle to worker processes (a local class's do not);
     # the sections are validated already, and constructing reads no source again.
     read = FromFile(**overrides)
-    return SegueSettings.model_construct(**{name: getattr(read, name) for name in SegueSettings.model_fields})
+    settings = SegueSettings.model_construct(**{name: getattr(read, name) for name in SegueSettings.model_fields})
+    settings._source_file = path.absolute()
+    return settings
+
+
+def worker_settings(document: dict[str, Any], source_file: str | None) -> SegueSettings:
+    """A worker's settings: `document` (the job's, without secrets) over the worker's own environment
+    and the job's settings file where the worker can read it (a local run), else its own."""
+    readable = Path(source_file) if source_file and Path(source_file).is_file() else None
+    return load_settings(readable, **document)
+
+
+def source_file(settings: SegueSettings) -> str | None:
+    """The settings file `settings` were read from, as a job graph may carry it (a path, no secret)."""
+    return str(settings._source_file) if settings._source_file is not None else None

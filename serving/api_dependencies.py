@@ -14,19 +14,19 @@ from segue.serving.serving_target import ServingTargets
 from segue.settings import ServeSettings
 
 
-def serve_settings(request: Request) -> ServeSettings:
+async def serve_settings(request: Request) -> ServeSettings:
     return request.app.state.serve_settings
 
 
-def recommender(request: Request) -> Recommender:
+async def recommender(request: Request) -> Recommender:
     return request.app.state.recommender
 
 
-def serving_targets(request: Request) -> ServingTargets:
+async def serving_targets(request: Request) -> ServingTargets:
     return request.app.state.targets
 
 
-def require_admin(cfg: Annotated[ServeSettings, Depends(serve_settings)],
+async def require_admin(cfg: Annotated[ServeSettings, Depends(serve_settings)],
                   x_api_key: Annotated[str | None, Header()] = None) -> None:
     """403 while `serve.admin_api_key` is unset; 401 unless X-API-Key matches it."""
     expected = cfg.admin_api_key

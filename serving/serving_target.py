@@ -121,6 +121,9 @@ class ServingTargets:
             if found[collection].state != READY:
                 raise PinRefused(f"build {collection!r} is {found[collection].state!r}, not {READY!r}: only "
                                  "validated builds can serve")
+            if found[collection].stream_gap_us:
+                raise PinRefused(f"build {collection!r} misses streamed tracks (its model version is not in "
+                                 "the stream's models folder); pin a build the stream keeps current")
             set_properties(self.client, collection, **{PINNED: "true"})
         previous, self.pinned = self.pinned, collection
         if previous and previous != collection and self.client.has_collection(previous):

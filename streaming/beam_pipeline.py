@@ -24,7 +24,7 @@ from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema, default_io_
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
-from segue.settings import SegueSettings, load_settings, settings_document
+from segue.settings import SegueSettings, settings_document, source_file, worker_settings
 from segue.streaming.events import DeadLetter, EventError, parse_event
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,12 +42,14 @@ class KafkaMessage(NamedTuple):
 def _settings_json(settings: SegueSettings) -> str:
     """The settings that workers rebuild, without secrets: a job graph is shown and stored by the
     runner (Flink's UI, Dataflow's console), so workers take secrets from their own environment
-    (SEGUE_INDEX__TOKEN, SEGUE_KAFKA__SASL_PASSWORD, ...)."""
-    return json.dumps(settings_document(settings, secrets=False))
+    (SEGUE_INDEX__TOKEN, SEGUE_KAFKA__SASL_PASSWORD, ...) or from the job's settings file where
+    they can read it (a local run)."""
+    return json.dumps({"document": settings_document(settings, secrets=False), "file": source_file(settings)})
 
 
 def _worker_settings(settings_json: str) -> SegueSettings:
-    return load_settings(**json.loads(settings_json))
+    job = json.loads(settings_json)
+    return worker_settings(job["document"], job["file"])
 
 
 class _Parse(beam.DoFn):
