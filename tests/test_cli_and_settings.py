@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import write_slice
 from segue.cli import cli
-from segue.settings import load_settings
+from segue.settings import load_settings, settings_document, source_file, worker_settings
 
 
 def test_environment_overrides_yaml_and_defaults(tmp_path, monkeypatch):
@@ -145,6 +145,12 @@ def test_config_option_and_model_rollback(tmp_path, monkeypatch):
     # As a value: the process environment is left as it was (two settings can live in one process).
     assert os.environ["SEGUE_CONFIG"] == str(tmp_path / "absent.yaml")
     assert load_settings(config).paths.data_dir == tmp_path
+    # A Beam worker gets the document without secrets and reads them where it can: here, the file.
+    config.write_text(f"paths:\n  data_dir: {tmp_path}\nindex:\n  token: from-the-file\n")
+    job = load_settings(config)
+    worker = worker_settings(settings_document(job, secrets=False), source_file(job))
+    assert worker.index.token.get_secret_value() == "from-the-file" and worker.paths.data_dir == tmp_path
+    config.write_text(f"paths:\n  data_dir: {tmp_path}\n")
     with pytest.raises(FileNotFoundError, match="absent.yaml"):
         load_settings()
     monkeypatch.setenv("SEGUE_TRAINING__EPOCHS", "7")
