@@ -406,7 +406,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> SegueSet
     (`config_file`, else `$SEGUE_CONFIG` or ./segue.yaml)."""
     if config_file is None:
         settings = SegueSettings(**overrides)
-        settings._source_file = config_path()
+        path = config_path()
+        settings._source_file = path.absolute() if path is not None else None  # workers may run elsewhere
         return settings
     path = config_path(config_file)
 

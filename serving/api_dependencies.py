@@ -27,7 +27,7 @@ async def serving_targets(request: Request) -> ServingTargets:
 
 
 async def require_admin(cfg: Annotated[ServeSettings, Depends(serve_settings)],
-                  x_api_key: Annotated[str | None, Header()] = None) -> None:
+                        x_api_key: Annotated[str | None, Header()] = None) -> None:
     """403 while `serve.admin_api_key` is unset; 401 unless X-API-Key matches it."""
     expected = cfg.admin_api_key
     if expected is None:
