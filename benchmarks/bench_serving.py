@@ -16,6 +16,16 @@ generator keeps that many HTTP/1.1 keep-alive connections busy from this process
 diversity, k=10 (`--k`). Concurrency 1 is unloaded latency. Every response carries the server's
 own timing of each stage (feature lookup, query tower, search, metadata), so the API's overhead is
 the client's latency minus the stages, per request, in the same run.
+
+Two more measurements per run, in the same process and minutes as the load:
+- **Open-loop phases** (`--rates`): requests are sent at a fixed arrival rate whether or not
+  earlier ones have returned, and each latency runs from the request's scheduled send time. A
+  closed loop waits for an answer before it sends again, so a slow answer delays the requests
+  behind it and they never count as slow (coordinated omission); here they do.
+- **Floors**: what each dependency costs alone, called directly from this process: numpy exact
+  top-k over as many vectors as the index holds, a bare Milvus search of the alias (the profile's
+  search parameters), the query tower alone, a bare Feast read of one playlist, and a Redis round
+  trip (PING; Redis runs only). The API's p50 is reported as a ratio to their sum.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_features import start_redis  # noqa: E402
 from bench_index_rebuild import replicate  # noqa: E402
 from bench_record import demo_model, new_record, write_record  # noqa: E402
+from latency import latency_ms  # noqa: E402
 from segue.settings import settings_document  # noqa: E402
 
 BUILD_INDEX = "--build-index-child"
@@ -78,24 +89,62 @@ def request_bodies(snapshots: Path, catalog: list[str], n: int, k: int = 10, see
     return bodies
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return status, await reader.readexactly(length)
+
+
 async def _one_connection(port: int, bodies: list[bytes], deadline: float, out: list, errors: list) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = 0
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        writer.write(bodies[i % len(bodies)])
+        status, body = await _exchange(reader, writer, bodies[i % len(bodies)])
         i += 1
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        body = await reader.readexactly(length)
         took = (time.perf_counter() - start) * 1000
         if status != 200:
             errors.append(status)
             continue
         out.append((took, json.loads(body)["timings_ms"]))
     writer.close()
+
+
+async def _open_loop(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int = 64):
+    """Requests at a fixed arrival rate; each latency counts from its scheduled send time, including
+    any wait for a free connection (a request is never held back by a slow one before it)."""
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    out, errors = [], []
+
+    async def send(i: int, scheduled: float) -> None:
+        connection = await pool.get()
+        try:
+            status, body = await _exchange(*connection, bodies[i % len(bodies)])
+        finally:
+            pool.put_nowait(connection)
+        took = (time.perf_counter() - scheduled) * 1000
+        if status != 200:
+            errors.append(status)
+        else:
+            out.append((took, json.loads(body)["timings_ms"]))
+
+    start = time.perf_counter() + 0.05
+    sent = []
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        if (delay := scheduled - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        sent.append(asyncio.create_task(send(i, scheduled)))
+    await asyncio.gather(*sent)
+    wall = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return out, errors, wall
 
 
 async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float):
@@ -109,17 +158,66 @@ async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float
 
 def measure(port: int, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
     asyncio.run(_load(port, bodies[:50], min(concurrency, 4), 2))  # warm-up
-    out, errors, wall = asyncio.run(_load(port, bodies, concurrency, seconds))
+    return _summary({"concurrency": concurrency}, *asyncio.run(_load(port, bodies, concurrency, seconds)))
+
+
+def measure_open_loop(port: int, bodies: list[bytes], rate: float, seconds: float) -> dict:
+    asyncio.run(_load(port, bodies[:50], 1, 2))  # warm-up
+    return _summary({"arrival_rate": rate}, *asyncio.run(_open_loop(port, bodies, rate, seconds)))
+
+
+def _summary(phase: dict, out: list, errors: list, wall: float) -> dict:
     latency = np.array([t for t, _ in out])
     stages = {s: np.array([timings.get(s, 0.0) for _, timings in out]) for s in STAGES}
     inside = sum(stages.values())
     overhead = latency - inside
-    return {"concurrency": concurrency, "requests": len(out), "errors": len(errors),
+    return {**phase, "requests": len(out), "errors": len(errors),
             "requests_per_s": round(len(out) / wall, 1),
             "latency_ms": {f"p{q}": round(float(np.percentile(latency, q)), 2) for q in (50, 95, 99)},
             "stage_ms_mean": {s: round(float(v.mean()), 2) for s, v in stages.items()},
             "overhead_ms_mean": round(float(overhead.mean()), 2),
             "overhead_share": round(float(overhead.sum() / latency.sum()), 3)}
+
+
+def floors(settings, model: Path, snapshots: Path, tracks: int, k: int, redis: str | None, repeats: int = 300) -> dict:
+    """Each dependency of a request alone, called directly: the least a request can cost."""
+    from segue.features.store import open_store
+    from segue.indexing.milvus_connection import index_profile, open_client
+    from segue.indexing.track_index import TrackIndex
+    from segue.training.model_versions import ModelVersions
+    from segue.vocabulary import PLAYLIST_SERVICE
+
+    store = open_store(settings)
+    service = store.get_feature_service(PLAYLIST_SERVICE)
+    pids = np.unique(pq.read_table(snapshots, columns=["pid"]).column("pid").to_numpy()).tolist()
+    rng = np.random.default_rng(5)
+
+    def feast_read() -> dict:
+        return store.get_online_features(features=service, entity_rows=[{"pid": int(rng.choice(pids))}]).to_dict()
+
+    features = feast_read()
+    tower = ModelVersions(model.parent).query_tower(model.name)
+    vector = tower.embed(features)
+    index = TrackIndex(open_client(settings), settings.index.alias, index_profile(settings))
+    catalog = rng.standard_normal((tracks, vector.shape[1]), dtype=np.float32)
+    catalog /= np.linalg.norm(catalog, axis=1, keepdims=True)
+
+    def exact_top_k() -> np.ndarray:
+        scores = catalog @ vector[0]
+        top = np.argpartition(-scores, k)[:k]
+        return top[np.argsort(-scores[top])]
+
+    out = {"numpy_exact": latency_ms(exact_top_k, repeats),
+           "milvus_search": latency_ms(lambda: index.search(vector, k), repeats),
+           "query_tower": latency_ms(lambda: tower.embed(features), repeats),
+           "feast_read": latency_ms(feast_read, repeats)}
+    if redis:
+        import redis as redis_client
+
+        host, port = redis.rsplit(":", 1)
+        connection = redis_client.Redis(host=host, port=int(port))
+        out["redis_round_trip"] = latency_ms(connection.ping, repeats)
+    return out
 
 
 def start_api(settings, root: Path, port: int) -> subprocess.Popen:
@@ -148,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="local:embedded:100000,redis:cpu_hnsw:100000,redis:cpu_hnsw:1000000",
                    help="feature profile:index profile:tracks, comma-separated")
     p.add_argument("--concurrency", default="1,2,8", help="connections kept busy, one phase each")
+    p.add_argument("--rates", default="10,20", help="open-loop phases: requests sent per second, fixed")
     p.add_argument("--seconds", type=float, default=20, help="length of each phase")
     p.add_argument("--k", type=int, default=10, help="tracks asked for per request")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "serving.json")
@@ -170,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="segue-bench-serving-") as tmp, ExitStack() as stack:
         tmp = Path(tmp)
         spark = build_spark("segue-bench-serving", SparkSettings(master="local[2]", driver_memory="2g"))
-        repos, server_uri = {}, None
+        repos, server_uri, redis = {}, None, None
         snapshot = tmp / "catalog.parquet"
         for feature_profile, index_profile, size in runs:
             size = int(size)
@@ -220,8 +319,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 catalog = base.column("track_uri").to_pylist()
                 bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000, k=args.k)
+                snapshots = Path(s.paths.features_dir) / "playlist_snapshots"
                 run = {"features": feature_profile, "index": index_profile, "tracks": size,
-                       "phases": [measure(port, bodies, int(c), args.seconds) for c in args.concurrency.split(",")]}
+                       "floors": floors(s, model, snapshots, size, args.k,
+                                        redis if feature_profile == "redis" else None),
+                       "phases": [measure(port, bodies, int(c), args.seconds) for c in args.concurrency.split(",")],
+                       "open_loop": [measure_open_loop(port, bodies, float(r), args.seconds)
+                                     for r in args.rates.split(",") if r]}
             finally:
                 api.terminate()
                 api.wait(30)
@@ -235,16 +339,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_table(result: dict) -> str:
-    lines = ["| features | index | tracks | concurrency | req/s | p50 ms | p95 ms | p99 ms | features ms | "
-             "tower ms | search ms | metadata ms | overhead |", "|" + "---|" * 13]
+    lines = ["| features | index | tracks | load | req/s | p50 ms | p95 ms | p99 ms | failed | features ms | "
+             "tower ms | search ms | metadata ms | overhead |", "|" + "---|" * 14]
     for r in result["runs"]:
-        for m in r["phases"]:
+        for m in [*r["phases"], *r.get("open_loop", [])]:
             st = m["stage_ms_mean"]
+            load = f"{m['concurrency']} busy" if "concurrency" in m else f"{m['arrival_rate']:g}/s open"
             lines.append(
-                f"| {r['features']} | {r['index']} | {r['tracks']:,} | {m['concurrency']} | {m['requests_per_s']} | "
-                f"{m['latency_ms']['p50']} | {m['latency_ms']['p95']} | {m['latency_ms']['p99']} | "
+                f"| {r['features']} | {r['index']} | {r['tracks']:,} | {load} | {m['requests_per_s']} | "
+                f"{m['latency_ms']['p50']} | {m['latency_ms']['p95']} | {m['latency_ms']['p99']} | {m['errors']} | "
                 f"{st['playlist_features'] + st['seed_tracks']:.2f} | {st['query_tower']} | {st['search']} | "
                 f"{st['metadata']} | {m['overhead_share']:.0%} |")
+    lines += ["", "| features | index | tracks | API p50 ms (1 busy) | numpy exact | Milvus search | query tower | "
+              "Feast read | Redis RTT | sum of floors | API p50 / floors |", "|" + "---|" * 11]
+    for r in result["runs"]:
+        f = {name: v["p50_ms"] for name, v in r["floors"].items()}
+        unloaded = r["phases"][0]["latency_ms"]["p50"]
+        total = f["milvus_search"] + f["query_tower"] + f["feast_read"]
+        lines.append(f"| {r['features']} | {r['index']} | {r['tracks']:,} | {unloaded} | {f['numpy_exact']} | "
+                     f"{f['milvus_search']} | {f['query_tower']} | {f['feast_read']} | "
+                     f"{f.get('redis_round_trip', '-')} | {total:.2f} | {unloaded / total:.1f}x |")
     return "\n".join(lines)
 
 

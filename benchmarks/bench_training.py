@@ -59,7 +59,7 @@ def steady_examples_per_s(settings, store, batch_size: int, epochs: int = 3) -> 
     setup.model.fit(setup.dataset, epochs=epochs, verbose=0)
     seconds = time.perf_counter() - t
     return {"batch_size": batch_size, "examples_per_s": round(epochs * setup.steps_per_epoch * batch_size / seconds),
-            "epochs_timed": epochs, "train_examples": len(setup.train)}
+            "epochs_timed": epochs, "train_examples": setup.train_examples}
 
 
 def scann_vs_exact(model_dir: Path, query, catalog_embeddings: np.ndarray, track_uris: np.ndarray,

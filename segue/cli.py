@@ -547,13 +547,21 @@ _KAFKA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default
 
 @kafka.command("start")
 @_KAFKA_DIR
-@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (default: the port of kafka.bootstrap_servers, 127.0.0.1:9092).")
 @click.pass_obj
-def kafka_start(settings: SegueSettings, data_dir: Path | None, port: int) -> None:
+def kafka_start(settings: SegueSettings, data_dir: Path | None, port: int | None) -> None:
     """Start the broker in the background and print its bootstrap address."""
     from segue.streaming.kafka_broker import KafkaBroker, KafkaBrokerError
     from segue.streaming.kafka_jars import KafkaSetupError
 
+    if port is None:
+        host, _, configured = settings.kafka.bootstrap_servers.rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or not configured.isdigit():
+            raise click.ClickException(
+                f"kafka.bootstrap_servers is {settings.kafka.bootstrap_servers}, not one broker on this machine; "
+                "start a local one with --port N and set kafka.bootstrap_servers to 127.0.0.1:N")
+        port = int(configured)
     broker = KafkaBroker(data_dir or Path(settings.paths.data_dir) / "kafka", port=port)
     try:
         broker.start()

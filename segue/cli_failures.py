@@ -66,6 +66,8 @@ def _classify(e: BaseException, settings: Any | None) -> KnownFailure | None:
         redis = getattr(getattr(settings, "features", None), "redis_connection_string", None)
         return KnownFailure(UNREACHABLE, f"Redis at {redis} does not answer; start redis-server or set "
                                          "features.redis_connection_string")
+    if name == "TopicSetupError":
+        return KnownFailure(CONFIGURATION, text)
     if "JAVA_GATEWAY_EXITED" in text or (isinstance(e, FileNotFoundError) and "'java'" in text):
         return KnownFailure(NO_JAVA, "Spark could not start Java; install Java 17 (e.g. apt-get install "
                                      "openjdk-17-jre-headless) and put it on PATH or set JAVA_HOME")

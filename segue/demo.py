@@ -13,9 +13,10 @@ import click
 import yaml
 
 from segue.indexing.profiles import PROFILES
-from segue.settings import GenerateSettings, PathSettings, SegueSettings, settings_document
+from segue.settings import GenerateSettings, IndexSettings, PathSettings, SegueSettings, settings_document
 from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_KEY, PLAYLIST_SERVICE, TRACK_KEY, TRACK_SERVICE
 
+DEMO_ALIAS = "demo_tracks"
 
 @dataclass
 class StepResult:
@@ -96,6 +97,10 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
     if settings.features.repo_path is None:
         settings = settings.model_copy(update={"features": settings.features.model_copy(
             update={"repo_path": _own_feature_repo(Path(out))})})
+    # The demo leaves its Milvus server up, and commands run by hand on data/ use the same server:
+    # under its own alias, their rebuild neither swaps the demo's alias nor prunes its builds.
+    if settings.index.alias == IndexSettings.model_fields["alias"].default:
+        settings = settings.model_copy(update={"index": settings.index.model_copy(update={"alias": DEMO_ALIAS})})
     config = write_demo_config(settings, out)
     mpd_dir = Path(settings.paths.mpd_dir)
     warehouse = Path(settings.paths.warehouse_dir)

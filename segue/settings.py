@@ -244,6 +244,10 @@ class KafkaSettings(Section):
     sasl_mechanism: str | None = Field(None, pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER)$")
     sasl_username: str | None = None
     sasl_password: SecretStr | None = Field(None, description="Never logged; set it by environment variable")
+    sasl_jaas_file: Path | None = Field(
+        None, description="A Java properties file on the Beam workers with the line `sasl.jaas.config=...`: "
+                          "the Beam pipeline's KafkaIO reads its credentials there (Kafka's FileConfigProvider), "
+                          "so the password never enters the job graph")
     ssl_cafile: Path | None = None
 
 
@@ -254,6 +258,10 @@ class StreamSettings(Section):
     dlq_topic: str = "segue.tracks.dlq"
     partitions: int = Field(4, ge=1, description="Partitions of the topics `segue stream` creates; "
                                                  "the most consumers of one group that can share the work")
+    replication_factor: int = Field(1, ge=1, description="Copies of each partition of the topics `segue stream` "
+                                                         "creates (3 on a production cluster; 1 on the local broker)")
+    min_insync_replicas: int | None = Field(None, ge=1, description="Copies a write must reach before it counts "
+                                            "(acks=all); default: the broker's own setting")
     group_id: str = "segue-track-indexer"
     max_batch: int = Field(500, ge=1, le=50_000, description="Events per micro-batch")
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
@@ -275,6 +283,13 @@ class StreamSettings(Section):
                                     description="/healthz and /metrics; 0 picks a free port, null turns it off")
     beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "StreamSettings":
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) is more than replication_factor "
+                             f"({self.replication_factor}): no write could ever succeed")
+        return self
 
 
 class ServeSettings(Section):

@@ -167,24 +167,23 @@ class ReadTrackMessages(beam.PTransform):
         self._expansion_service = expansion_service
 
     def consumer_config(self) -> dict[str, str]:
-        from segue.streaming.kafka_clients import connection_config
-
-        config = connection_config(self._settings.kafka)
-        consumer = {"bootstrap.servers": ",".join(config["bootstrap_servers"]),
-                    "security.protocol": config["security_protocol"],
+        """The Java consumer's properties. They travel in the job graph, so credentials stay on the
+        workers: the JAAS line is a reference that Kafka's FileConfigProvider resolves there."""
+        kafka = self._settings.kafka
+        consumer = {"bootstrap.servers": kafka.bootstrap_servers, "security.protocol": kafka.security_protocol,
                     "group.id": self._settings.stream.group_id + "-beam", "auto.offset.reset": "earliest",
                     "enable.auto.commit": "false"}
-        if "sasl_mechanism" in config:
-            mechanism = config["sasl_mechanism"]
-            module = {"PLAIN": "plain.PlainLoginModule", "SCRAM-SHA-256": "scram.ScramLoginModule",
-                      "SCRAM-SHA-512": "scram.ScramLoginModule"}.get(mechanism)
-            if module is None:
-                raise ValueError(f"kafka.sasl_mechanism {mechanism} is not wired into the Beam pipeline's "
-                                 "KafkaIO; use PLAIN or SCRAM-SHA-256/512, or the consumer daemon")
-            consumer["sasl.mechanism"] = mechanism
-            consumer["sasl.jaas.config"] = (
-                f"org.apache.kafka.common.security.{module} required "
-                f'username="{config["sasl_plain_username"]}" password="{config["sasl_plain_password"]}";')
+        if kafka.sasl_mechanism:
+            if kafka.sasl_jaas_file is None:
+                raise ValueError(
+                    f"kafka.sasl_mechanism is {kafka.sasl_mechanism}, but the Beam pipeline never puts "
+                    "kafka.sasl_password into its job graph: write the line `sasl.jaas.config=<your JAAS "
+                    "login line>` into a file the workers can read and set kafka.sasl_jaas_file to it "
+                    "(the consumer daemon, `segue stream run`, uses kafka.sasl_password directly)")
+            consumer.update({"sasl.mechanism": kafka.sasl_mechanism, "config.providers": "file",
+                             "config.providers.file.class":
+                                 "org.apache.kafka.common.config.provider.FileConfigProvider",
+                             "sasl.jaas.config": f"${{file:{kafka.sasl_jaas_file}:sasl.jaas.config}}"})
         return consumer
 
     def expand(self, pbegin):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from segue.settings import KafkaSettings, SegueSettings
 
@@ -24,19 +25,36 @@ def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
     return config
 
 
+class TopicSetupError(RuntimeError):
+    """The cluster refused to create the stream's topics as configured."""
+
+
 def ensure_topics(settings: SegueSettings, timeout_s: float = 30) -> None:
-    """Creates the event and dead-letter topics if they do not exist (keyed by track URI), and
-    returns once clients see their partitions."""
-    names = (settings.stream.topic, settings.stream.dlq_topic)
+    """Creates the event and dead-letter topics if they do not exist (keyed by track URI), with the
+    configured partitions, replication and min in-sync replicas, and returns once clients see their
+    partitions. Existing topics are left as they are."""
+    stream = settings.stream
+    names = (stream.topic, stream.dlq_topic)
+    configs = {} if stream.min_insync_replicas is None else {"min.insync.replicas": str(stream.min_insync_replicas)}
     admin = KafkaAdminClient(client_id="segue-admin", **connection_config(settings.kafka))
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(name, settings.stream.partitions, 1) for name in names if name not in existing]
+        wanted = [NewTopic(name, stream.partitions, stream.replication_factor, topic_configs=configs)
+                  for name in names if name not in existing]
         if wanted:
             try:
                 admin.create_topics(wanted)
             except TopicAlreadyExistsError:  # another process won the race
                 pass
+            except KafkaError as error:
+                # kafka-python's text carries the whole request and response; the broker's reason is enough
+                reason = re.search(r"error_message='([^']*)'", str(error))
+                raise TopicSetupError(
+                    f"Kafka at {settings.kafka.bootstrap_servers} refused to create {[t.name for t in wanted]} "
+                    f"with {stream.partitions} partitions, replication factor {stream.replication_factor}"
+                    f"{f' and min.insync.replicas {stream.min_insync_replicas}' if configs else ''}: "
+                    f"{type(error).__name__}: {reason[1] if reason else error} Set stream.replication_factor to at most the number of "
+                    "brokers (1 for the local broker), or create the topics yourself") from error
     finally:
         admin.close()
     # A consumer that joins its group before a new topic's partitions are visible must rejoin at

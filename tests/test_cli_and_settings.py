@@ -207,3 +207,16 @@ def test_known_failures_end_in_one_line_and_their_own_exit_code(tmp_path, args, 
     assert len(lines) == 1 and says in lines[0], stderr[-3000:]
     if code != 5:  # --debug shows where it came from
         assert "Traceback" in _segue(["--debug", *args], **env)[1]
+
+
+def test_topics_the_cluster_refuses_are_a_configuration_failure():
+    from segue.cli_failures import CONFIGURATION, known_failure
+    from segue.streaming.kafka_clients import TopicSetupError
+
+    refused = TopicSetupError("only 1 broker(s) are registered. Set stream.replication_factor to at most ...")
+    assert known_failure(RuntimeError("while starting the daemon"), None) is None  # unknown: keeps its traceback
+    try:
+        raise RuntimeError("starting the stream daemon") from refused
+    except RuntimeError as error:
+        found = known_failure(error, None)
+    assert found.exit_code == CONFIGURATION and "stream.replication_factor" in found.message

@@ -136,7 +136,7 @@ def test_the_demo_leaves_a_platform_whose_api_stream_and_rebuild_run_together(ge
 
             _wait_for(recommended, 120, "the API to recommend the streamed track", cwd / "stream.log")
             assert started["rebuild"].wait(timeout=600) == 0, (cwd / "rebuild.log").read_text()[-3000:]
-            swapped = MilvusClient(milvus_env["SEGUE_INDEX__URI"]).describe_alias("tracks")["collection_name"]
+            swapped = MilvusClient(milvus_env["SEGUE_INDEX__URI"]).describe_alias("demo_tracks")["collection_name"]
             assert swapped != before, "the rebuild did not swap the alias"
             _wait_for(lambda: _serving_collection(api) == swapped, 60, "the API to follow the swap", cwd / "serve.log")
             assert recommended(), "the streamed track was lost in the swap"

@@ -83,6 +83,14 @@ def test_cluster_settings_reach_both_clients_and_the_password_stays_out_of_dumps
     config = connection_config(kafka)
     assert config["bootstrap_servers"] == ["a:9093", "b:9093"] and config["sasl_plain_password"] == "p4ss"
     assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
-    java = ReadTrackMessages(settings).consumer_config()
-    assert java["bootstrap.servers"] == "a:9093,b:9093" and "ScramLoginModule" in java["sasl.jaas.config"]
     assert "p4ss" not in settings.model_dump_json() and "p4ss" not in repr(settings)
+    # The Beam job graph carries the consumer's properties: never the password, only a reference
+    # that Kafka's FileConfigProvider resolves on the worker, and no graph at all without one.
+    with pytest.raises(ValueError, match="kafka.sasl_jaas_file"):
+        ReadTrackMessages(settings).consumer_config()
+    on_workers = settings.model_copy(update={"kafka": kafka.model_copy(update={"sasl_jaas_file": "/run/secrets/kafka"})})
+    java = ReadTrackMessages(on_workers).consumer_config()
+    assert java["bootstrap.servers"] == "a:9093,b:9093" and java["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert java["sasl.jaas.config"] == "${file:/run/secrets/kafka:sasl.jaas.config}"
+    assert java["config.providers.file.class"] == "org.apache.kafka.common.config.provider.FileConfigProvider"
+    assert "p4ss" not in json.dumps(java)

@@ -147,3 +147,38 @@ def test_restart_keeps_messages_and_committed_offsets(broker, shutdown):
     finally:
         fresh_group.close(autocommit=False)
     assert sorted(r.value["seq"] for r in everything) == list(range(110))
+
+
+def test_stream_topics_take_partitions_replication_and_min_insync_replicas_from_settings(broker):
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from segue.settings import KafkaSettings, SegueSettings, StreamSettings
+    from segue.streaming.kafka_clients import TopicSetupError, ensure_topics
+
+    def settings(name: str, **stream) -> SegueSettings:
+        return SegueSettings(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+                             stream=StreamSettings(topic=f"{name}.events", dlq_topic=f"{name}.dlq", **stream))
+
+    ensure_topics(settings("replicated", partitions=3, replication_factor=1, min_insync_replicas=1))
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        described = {t["name"]: t for t in admin.describe_topics(["replicated.events", "replicated.dlq"])}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "replicated.events")])
+    finally:
+        admin.close()
+    assert {name: len(t["partitions"]) for name, t in described.items()} == {"replicated.events": 3, "replicated.dlq": 3}
+    assert all(p["replica_nodes"] == [1] for t in described.values() for p in t["partitions"])
+    # set on the topic itself, not left to the broker's default
+    assert configs["topic"]["replicated.events"]["min.insync.replicas"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+    # A cluster of one broker cannot hold two copies: refused, with the setting that fixes it.
+    with pytest.raises(TopicSetupError, match="only 1 broker.* Set stream.replication_factor"):
+        ensure_topics(settings("overreplicated", replication_factor=2))
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_a_configuration_error():
+    from pydantic import ValidationError
+
+    from segue.settings import StreamSettings
+
+    with pytest.raises(ValidationError, match="no write could ever succeed"):
+        StreamSettings(replication_factor=2, min_insync_replicas=3)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +45,16 @@ def _with_large_offsets(table: pa.Table) -> pa.Table:
 
 @dataclass
 class Examples:
-    """One split: raw tower inputs (as the signatures take them), labels and their probabilities.
+    """One split: tower inputs, labels and their probabilities.
 
-    Several labels share one query position, so `query` holds each position once and
-    `query_index` maps every example to its row there: the whole-playlist lists are held once.
+    Several labels share one query position, so `queries` holds each position's row once and
+    `query_index` maps every example to its row there. The rows stay in Arrow and become tower
+    inputs a chunk at a time (`query_chunks`): a million whole playlists as Python strings would
+    take tens of GB, their encoded ids a few.
     """
 
-    query: dict[str, np.ndarray]
+    queries: pa.Table
+    query_inputs: Sequence[TowerInput]
     query_index: np.ndarray
     candidate: dict[str, np.ndarray]
     track_uri: np.ndarray
@@ -67,9 +70,9 @@ class Examples:
         keys = pd.MultiIndex.from_arrays([table.column("pid").to_numpy(), table.column("pos").to_numpy()])
         query_index, _ = pd.factorize(keys)
         _, first = np.unique(query_index, return_index=True)  # the first example of each position
-        queries = _with_large_offsets(table).take(pa.array(first))
+        queries = _with_large_offsets(table.select([i.column for i in query_inputs])).take(pa.array(first))
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
-        return cls(query=to_tensors({n: queries.column(n) for n in queries.column_names}, query_inputs, by_column=True),
+        return cls(queries=queries, query_inputs=list(query_inputs),
                    query_index=query_index.astype(np.int64),
                    candidate=to_tensors(columns, candidate_inputs, by_column=True),
                    track_uri=table.column(TRACK_KEY).to_numpy(zero_copy_only=False).astype(object),
@@ -77,19 +80,50 @@ class Examples:
                    # training negative, so any positive value will do.
                    sampling_probability=np.nan_to_num(probability.astype(np.float32), nan=1e-9))
 
+    def query_column(self, spec: TowerInput) -> pa.ChunkedArray:
+        """One query input's raw column, one row per query position."""
+        return self.queries.column(spec.column)
+
+    def query_tensors(self, inputs: Sequence[TowerInput]) -> dict[str, np.ndarray]:
+        """Some query inputs (e.g. the text and numbers a preprocessor adapts to) as whole arrays."""
+        return to_tensors({i.column: self.query_column(i) for i in inputs}, inputs, by_column=True)
+
+    def query_chunks(self, rows: np.ndarray | None = None, size: int = 8192) -> Iterator[dict[str, np.ndarray]]:
+        """The query rows (all, or `rows` in order) as tower inputs, `size` rows at a time."""
+        table = self.queries if rows is None else self.queries.take(pa.array(np.asarray(rows, np.int64)))
+        for start in range(0, table.num_rows, size):
+            part = table.slice(start, size)
+            yield to_tensors({n: part.column(n) for n in part.column_names}, self.query_inputs, by_column=True)
+
 
 def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],
            batch_size: int = 8192) -> dict[str, np.ndarray]:
     """Runs a preprocessor over raw arrays in batches; the encoded arrays stay in memory."""
     names = [i.name for i in preprocessor.inputs]
     n = len(raw[names[0]])
-    call = tf.function(preprocessor.__call__)
+    return encode_chunks(preprocessor, ({k: raw[k][s:s + batch_size] for k in names} for s in range(0, n, batch_size)))
+
+
+def encode_chunks(preprocessor: FeaturePreprocessor, chunks: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Runs a preprocessor over chunks of raw inputs; only the encoded arrays are kept.
+
+    String lists are padded to each chunk's longest; the chunks' encodings are padded with the
+    padding index (0) to the longest of all before they are joined.
+    """
+    names = [i.name for i in preprocessor.inputs]
+    call = tf.function(preprocessor.__call__, reduce_retracing=True)
     parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        batch = {k: tf.constant(raw[k][start:start + batch_size]) for k in names}
-        for k, v in call(batch).items():
+    for chunk in chunks:
+        for k, v in call({k: tf.constant(chunk[k]) for k in names}).items():
             parts.setdefault(k, []).append(v.numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: _concatenate_padded(v) for k, v in parts.items()}
+
+
+def _concatenate_padded(parts: list[np.ndarray]) -> np.ndarray:
+    if parts[0].ndim < 2 or len({p.shape[1] for p in parts}) == 1:
+        return np.concatenate(parts)
+    width = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])]) for p in parts])
 
 
 def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],

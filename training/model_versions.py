@@ -15,10 +15,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segue.ranking.ranker import ExportedRanker
-from segue.training.export import ExportedTower, load_tower
+if TYPE_CHECKING:  # loading parts needs TensorFlow; listing and promoting versions does not
+    from segue.ranking.ranker import ExportedRanker
+    from segue.training.export import ExportedTower
 
 LATEST = "latest"
 QUERY_DIR, CANDIDATE_DIR, RANKER_DIR, MANIFEST = "query", "candidate", "ranker", "manifest.json"
@@ -103,6 +104,8 @@ class ModelVersions:
         return self._part(version, QUERY_DIR, self._warm_tower)
 
     def candidate_tower(self, version: Version) -> ExportedTower:
+        from segue.training.export import load_tower
+
         return self._part(version, CANDIDATE_DIR, load_tower)
 
     def ranker(self, version: Version) -> ExportedRanker | None:
@@ -116,6 +119,8 @@ class ModelVersions:
 
     @staticmethod
     def _warm_tower(path: Path) -> ExportedTower:
+        from segue.training.export import load_tower
+
         tower = load_tower(path)
         # The first call traces the signature (~100 ms): pay it at load, not in a request.
         tower.embed({i.name: [[] if i.is_list else None] for i in tower.inputs})
@@ -123,6 +128,8 @@ class ModelVersions:
 
     @staticmethod
     def _warm_ranker(path: Path) -> ExportedRanker:
+        from segue.ranking.ranker import ExportedRanker
+
         ranker = ExportedRanker(path)
         ranker.warm_up()
         return ranker

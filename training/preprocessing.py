@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 
 from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, TowerInput
@@ -23,11 +25,19 @@ HEAVY_TAIL_RATIO = 10.0
 PLACEHOLDER = "\x00none\x00"
 
 
-def id_vocabulary(values: Iterable[np.ndarray], min_count: int) -> list[str]:
-    """Ids seen at least `min_count` times, most frequent first ("" is padding, never an id)."""
+def id_vocabulary(values: Iterable[np.ndarray | pa.Array | pa.ChunkedArray], min_count: int) -> list[str]:
+    """Ids seen at least `min_count` times, most frequent first, ties in order of first sight ("" is
+    padding, never an id). Arrow columns (lists too) are counted in Arrow, without Python strings."""
     counts: Counter = Counter()
     for arr in values:
-        counts.update(v for v in arr.ravel().tolist() if v)
+        if isinstance(arr, np.ndarray):
+            counts.update(v for v in arr.ravel().tolist() if v)
+            continue
+        while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+            arr = pc.list_flatten(arr)
+        found = pc.value_counts(arr)
+        counts.update({v: n for v, n in zip(found.field("values").to_pylist(), found.field("counts").to_pylist())
+                       if v})
     return [v for v, n in counts.most_common() if n >= min_count]
 
 

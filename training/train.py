@@ -27,7 +27,7 @@ from feast import FeatureStore
 from segue.settings import SegueSettings, TrainingSettings
 from segue.training.callbacks import CollapseGuard, ValidationRecall, embed_all
 from segue.features.track_catalog import TrackCatalog, load_catalog
-from segue.training.data import Examples, candidate_ids, encode, read_split, training_dataset
+from segue.training.data import Examples, candidate_ids, encode, encode_chunks, read_split, training_dataset
 from segue.training.export import EmbeddingPipeline, export_tower
 from segue.training.feature_inputs import ID, ID_SEQUENCE, TowerInput, service_inputs, to_tensors
 from segue.training.model import TwoTowerModel
@@ -60,9 +60,13 @@ def tower_inputs(store: FeatureStore, inputs_mode: str) -> tuple[list[TowerInput
 
 def _lookups(cfg: TrainingSettings, train: Examples, inputs: list[TowerInput]) -> dict[str, tf.keras.layers.StringLookup]:
     """One lookup per id vocabulary, over every training column of that kind in both towers."""
-    raw = {**train.query, **train.candidate}
+    query = {i.name for i in train.query_inputs}
+
+    def column(spec: TowerInput):
+        return train.query_column(spec) if spec.name in query else train.candidate[spec.name]
+
     kinds = sorted({i.vocabulary for i in inputs if i.encoding in (ID, ID_SEQUENCE)})
-    return {kind: id_lookup(id_vocabulary((raw[i.name] for i in inputs if i.vocabulary == kind), cfg.min_id_count),
+    return {kind: id_lookup(id_vocabulary((column(i) for i in inputs if i.vocabulary == kind), cfg.min_id_count),
                             cfg.oov_buckets, kind)
             for kind in kinds}
 
@@ -92,9 +96,9 @@ class TrainingSetup:
     query_preprocessor: FeaturePreprocessor
     candidate_preprocessor: FeaturePreprocessor
     lookups: dict[str, tf.keras.layers.StringLookup]
-    train: Examples
-    validation: Examples
-    train_table: Any
+    train_examples: int
+    validation_track_uri: np.ndarray  # every validation example's label
+    time_range: dict[str, str]  # the first and last training example's time
     dataset: tf.data.Dataset
     catalog: TrackCatalog
     catalog_encoded: dict[str, np.ndarray]
@@ -104,7 +108,7 @@ class TrainingSetup:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.train) // self.batch_size
+        return self.train_examples // self.batch_size
 
 
 def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) -> TrainingSetup:
@@ -115,20 +119,22 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     train_table, validation_table = read_split(examples_dir, "train"), read_split(examples_dir, "validation")
     train_ex = Examples.from_table(train_table, query_inputs, candidate_inputs)
     validation = Examples.from_table(validation_table, query_inputs, candidate_inputs)
+    time_range = _time_range(train_table)
+    del train_table, validation_table  # each label's copy of its query's lists: only Examples are kept
     _LOGGER.info("examples read", extra={"train": len(train_ex), "validation": len(validation)})
 
     lookups = _lookups(cfg, train_ex, query_inputs + candidate_inputs)
     text_args = dict(text_max_tokens=cfg.text_max_tokens, text_ngrams=cfg.text_ngrams, text_length=cfg.text_length)
     query_pre = FeaturePreprocessor(query_inputs, lookups, name="query_preprocessor", **text_args)
     candidate_pre = FeaturePreprocessor(candidate_inputs, lookups, name="candidate_preprocessor", **text_args)
-    query_pre.adapt(train_ex.query)
+    query_pre.adapt(train_ex.query_tensors([i for i in query_inputs if i.encoding not in (ID, ID_SEQUENCE)]))
     candidate_pre.adapt(train_ex.candidate)
     id_embeddings = {kind: tf.keras.layers.Embedding(lookup.vocabulary_size(), cfg.id_embedding_dim, name=f"{kind}_embedding")
                      for kind, lookup in lookups.items()}
     query_tower = _tower(PlaylistQueryTower, cfg, query_pre, id_embeddings, "query_tower")
     candidate_tower = _tower(TrackCandidateTower, cfg, candidate_pre, id_embeddings, "candidate_tower")
 
-    train_query, train_candidate = encode(query_pre, train_ex.query), encode(candidate_pre, train_ex.candidate)
+    train_query, train_candidate = encode_chunks(query_pre, train_ex.query_chunks()), encode(candidate_pre, train_ex.candidate)
     train_ids = candidate_ids(train_ex.track_uri)
     # Mixed negatives come from tracks seen in training: later tracks would leak the future.
     pool_rows = _first_rows(train_ex.track_uri)
@@ -149,9 +155,10 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
                                                   replace=False)
     return TrainingSetup(
         model=model, query_preprocessor=query_pre, candidate_preprocessor=candidate_pre, lookups=lookups,
-        train=train_ex, validation=validation, train_table=train_table, dataset=dataset, catalog=catalog,
+        train_examples=len(train_ex), validation_track_uri=validation.track_uri, time_range=time_range,
+        dataset=dataset, catalog=catalog,
         catalog_encoded=catalog_encoded,
-        validation_query=encode(query_pre, {k: v[validation.query_index[rows]] for k, v in validation.query.items()}),
+        validation_query=encode_chunks(query_pre, validation.query_chunks(validation.query_index[rows])),
         validation_labels=np.array([position.get(u, -1) for u in validation.track_uri[rows]]),
         batch_size=cfg.batch_size)
 
@@ -223,11 +230,11 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
         "embedding_dim": cfg.embedding_dim,
         "data": {"examples": str(examples_dir.absolute()), "examples_run": str(examples_dir.resolve()),
                  "split_time": examples_manifest["split_time"],
-                 **_time_range(setup.train_table), "train_examples": len(setup.train),
-                 "validation_examples": len(setup.validation),
+                 **setup.time_range, "train_examples": setup.train_examples,
+                 "validation_examples": len(setup.validation_track_uri),
                  "catalog_tracks": len(catalog)},
         "vocabularies": {kind: lookup.vocabulary_size() for kind, lookup in lookups.items()},
-        "validation_label_oov_rate": round(float(np.mean([u not in track_vocab for u in setup.validation.track_uri])), 4),
+        "validation_label_oov_rate": round(float(np.mean([u not in track_vocab for u in setup.validation_track_uri])), 4),
         "numeric_transforms": {"query": query_pre.numeric_transforms(), "candidate": candidate_pre.numeric_transforms()},
         "training": cfg.model_dump(mode="json"),
         "metrics": {"best_epoch": best["epoch"], monitor: round(best[monitor], 4),
