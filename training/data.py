@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 
@@ -22,12 +23,12 @@ def candidate_ids(uris: np.ndarray | Sequence[str]) -> np.ndarray:
     return tf.strings.to_hash_bucket_fast(np.asarray(uris, dtype=object), 2**62).numpy()
 
 
-def read_split(examples_dir: Path, split: str) -> pa.Table:
+def split_files(examples_dir: Path, split: str) -> list[Path]:
     files = sorted((Path(examples_dir) / split).glob("part-*.parquet"))
     if not files:
         raise FileNotFoundError(f"no examples in {Path(examples_dir) / split}; "
                                 "build them first: segue batch examples")
-    return pa.concat_tables(pq.read_table(f) for f in files)
+    return files
 
 
 def _with_large_offsets(table: pa.Table) -> pa.Table:
@@ -59,18 +60,41 @@ class Examples:
     candidate: dict[str, np.ndarray]
     track_uri: np.ndarray
     sampling_probability: np.ndarray
+    time_range: dict[str, str]  # the first and last example's time
 
     def __len__(self) -> int:
         return len(self.track_uri)
 
     @classmethod
+    def read(cls, examples_dir: Path, split: str, query_inputs: Sequence[TowerInput],
+             candidate_inputs: Sequence[TowerInput]) -> "Examples":
+        """A split as `segue batch examples` wrote it. Every label's row repeats its query's lists, so
+        those columns are read file by file and only each position's first row is kept."""
+        files = split_files(examples_dir, split)
+        query_columns = [i.column for i in query_inputs]
+        names = pq.read_schema(files[0]).names
+        table = pa.concat_tables(pq.read_table(f, columns=[n for n in names if n not in query_columns]) for f in files)
+        query_index, first = _positions(table)
+        parts, start = [], 0
+        for f in files:
+            rows = pq.read_metadata(f).num_rows
+            local = first[(first >= start) & (first < start + rows)] - start
+            if len(local):
+                parts.append(_with_large_offsets(pq.read_table(f, columns=query_columns)).take(pa.array(local)))
+            start += rows
+        return cls._build(table, query_index, pa.concat_tables(parts), query_inputs, candidate_inputs)
+
+    @classmethod
     def from_table(cls, table: pa.Table, query_inputs: Sequence[TowerInput],
                    candidate_inputs: Sequence[TowerInput]) -> "Examples":
-        columns = {name: table.column(name) for name in table.column_names}
-        keys = pd.MultiIndex.from_arrays([table.column("pid").to_numpy(), table.column("pos").to_numpy()])
-        query_index, _ = pd.factorize(keys)
-        _, first = np.unique(query_index, return_index=True)  # the first example of each position
+        query_index, first = _positions(table)
         queries = _with_large_offsets(table.select([i.column for i in query_inputs])).take(pa.array(first))
+        return cls._build(table, query_index, queries, query_inputs, candidate_inputs)
+
+    @classmethod
+    def _build(cls, table: pa.Table, query_index: np.ndarray, queries: pa.Table, query_inputs: Sequence[TowerInput],
+               candidate_inputs: Sequence[TowerInput]) -> "Examples":
+        columns = {name: table.column(name) for name in table.column_names}
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
         return cls(queries=queries, query_inputs=list(query_inputs),
                    query_index=query_index.astype(np.int64),
@@ -78,7 +102,9 @@ class Examples:
                    track_uri=table.column(TRACK_KEY).to_numpy(zero_copy_only=False).astype(object),
                    # A validation label unseen in training has no probability; it is never a
                    # training negative, so any positive value will do.
-                   sampling_probability=np.nan_to_num(probability.astype(np.float32), nan=1e-9))
+                   sampling_probability=np.nan_to_num(probability.astype(np.float32), nan=1e-9),
+                   time_range={"first_example": pc.min(table.column("added_at")).as_py().isoformat(),
+                               "last_example": pc.max(table.column("added_at")).as_py().isoformat()})
 
     def query_column(self, spec: TowerInput) -> pa.ChunkedArray:
         """One query input's raw column, one row per query position."""
@@ -94,6 +120,15 @@ class Examples:
         for start in range(0, table.num_rows, size):
             part = table.slice(start, size)
             yield to_tensors({n: part.column(n) for n in part.column_names}, self.query_inputs, by_column=True)
+
+
+def _positions(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each example's query position (numbered in order of first appearance) and, ascending, the
+    row where each position first appears."""
+    keys = pd.MultiIndex.from_arrays([table.column("pid").to_numpy(), table.column("pos").to_numpy()])
+    query_index, _ = pd.factorize(keys)
+    _, first = np.unique(query_index, return_index=True)
+    return query_index, first
 
 
 def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import tensorflow as tf
 from feast import FeatureStore
 
 from segue.settings import SegueSettings, TrainingSettings
 from segue.training.callbacks import CollapseGuard, ValidationRecall, embed_all
 from segue.features.track_catalog import TrackCatalog, load_catalog
-from segue.training.data import Examples, candidate_ids, encode, encode_chunks, read_split, training_dataset
+from segue.training.data import Examples, candidate_ids, encode, encode_chunks, training_dataset
 from segue.training.export import EmbeddingPipeline, export_tower
 from segue.training.feature_inputs import ID, ID_SEQUENCE, TowerInput, service_inputs, to_tensors
 from segue.training.model import TwoTowerModel
@@ -83,11 +82,6 @@ def _first_rows(values: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def _time_range(table) -> dict[str, str]:
-    added = table.column("added_at")
-    return {"first_example": pc.min(added).as_py().isoformat(), "last_example": pc.max(added).as_py().isoformat()}
-
-
 @dataclass
 class TrainingSetup:
     """Everything `fit` needs: the model, its data encoded in memory, and the validation catalog."""
@@ -116,11 +110,8 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     cfg = settings.training
     tf.keras.utils.set_random_seed(cfg.seed)
     query_inputs, candidate_inputs = tower_inputs(store, cfg.inputs)
-    train_table, validation_table = read_split(examples_dir, "train"), read_split(examples_dir, "validation")
-    train_ex = Examples.from_table(train_table, query_inputs, candidate_inputs)
-    validation = Examples.from_table(validation_table, query_inputs, candidate_inputs)
-    time_range = _time_range(train_table)
-    del train_table, validation_table  # each label's copy of its query's lists: only Examples are kept
+    train_ex = Examples.read(examples_dir, "train", query_inputs, candidate_inputs)
+    validation = Examples.read(examples_dir, "validation", query_inputs, candidate_inputs)
     _LOGGER.info("examples read", extra={"train": len(train_ex), "validation": len(validation)})
 
     lookups = _lookups(cfg, train_ex, query_inputs + candidate_inputs)
@@ -155,7 +146,7 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
                                                   replace=False)
     return TrainingSetup(
         model=model, query_preprocessor=query_pre, candidate_preprocessor=candidate_pre, lookups=lookups,
-        train_examples=len(train_ex), validation_track_uri=validation.track_uri, time_range=time_range,
+        train_examples=len(train_ex), validation_track_uri=validation.track_uri, time_range=train_ex.time_range,
         dataset=dataset, catalog=catalog,
         catalog_encoded=catalog_encoded,
         validation_query=encode_chunks(query_pre, validation.query_chunks(validation.query_index[rows])),
