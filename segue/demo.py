@@ -18,6 +18,7 @@ from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_KEY, PLAYLIST_SERVICE, 
 
 DEMO_ALIAS = "demo_tracks"
 
+
 @dataclass
 class StepResult:
     name: str

@@ -53,8 +53,8 @@ def ensure_topics(settings: SegueSettings, timeout_s: float = 30) -> None:
                     f"Kafka at {settings.kafka.bootstrap_servers} refused to create {[t.name for t in wanted]} "
                     f"with {stream.partitions} partitions, replication factor {stream.replication_factor}"
                     f"{f' and min.insync.replicas {stream.min_insync_replicas}' if configs else ''}: "
-                    f"{type(error).__name__}: {reason[1] if reason else error} Set stream.replication_factor to at most the number of "
-                    "brokers (1 for the local broker), or create the topics yourself") from error
+                    f"{type(error).__name__}: {reason[1] if reason else error} Set stream.replication_factor to "
+                    "at most the number of brokers (1 for the local broker), or create the topics yourself") from error
     finally:
         admin.close()
     # A consumer that joins its group before a new topic's partitions are visible must rejoin at

@@ -243,3 +243,38 @@ def test_model_versions_resolve_load_once_and_keep_a_bounded_cache(tmp_path):
     assert versions.ranker("v1") is None  # trained without the ranking stage
     versions.candidate_tower("latest"), versions.candidate_tower("v3")
     assert versions.query_tower("v1") is not first  # evicted: only two versions stay loaded
+
+
+def test_a_split_keeps_each_query_position_once_across_its_files(tmp_path):
+    """Labels of one position may sit in different files: each position's lists are kept once, from
+    its first row, and every example points at its own position's lists."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from segue.training.data import Examples, encode_chunks
+    from segue.training.feature_inputs import TowerInput
+
+    seq = TowerInput("track_uris", ID_SEQUENCE, "snap__track_uris", vocabulary="track", is_list=True)
+    track = TowerInput("track_uri", ID, "track_uri", vocabulary="track")
+    at = datetime(2017, 1, 1, tzinfo=timezone.utc)
+
+    def part(rows):  # (pid, pos, label, playlist so far)
+        return pa.table({"pid": [r[0] for r in rows], "pos": [r[1] for r in rows], "track_uri": [r[2] for r in rows],
+                         "snap__track_uris": [r[3] for r in rows], "candidate_sampling_probability": [0.5] * len(rows),
+                         "added_at": [at] * len(rows)})
+
+    (tmp_path / "train").mkdir()
+    pq.write_table(part([(1, 2, "c", ["a", "b"]), (7, 1, "y", ["x"])]), tmp_path / "train" / "part-0.parquet")
+    pq.write_table(part([(7, 1, "z", ["x"]), (1, 2, "d", ["a", "b"]), (1, 3, "d", ["a", "b", "c"])]),
+                   tmp_path / "train" / "part-1.parquet")
+    examples = Examples.read(tmp_path, "train", [seq], [track])
+    assert examples.queries.num_rows == 3 and len(examples) == 5
+    lists = examples.queries.column("snap__track_uris").to_pylist()
+    assert [lists[i] for i in examples.query_index] == [["a", "b"], ["x"], ["x"], ["a", "b"], ["a", "b", "c"]]
+    assert list(examples.track_uri) == ["c", "y", "z", "d", "d"]
+    lookups = {"track": id_lookup(id_vocabulary([examples.query_column(seq), examples.candidate["track_uri"]], 1), 2,
+                                  "track")}
+    encoded = encode_chunks(FeaturePreprocessor([seq], lookups), examples.query_chunks(size=2))
+    assert encoded["track_uris"].shape == (3, 3) and (encoded["track_uris"][:2, 2] == 0).all()  # padded across chunks

@@ -82,21 +82,9 @@ class Examples:
             if len(local):
                 parts.append(_with_large_offsets(pq.read_table(f, columns=query_columns)).take(pa.array(local)))
             start += rows
-        return cls._build(table, query_index, pa.concat_tables(parts), query_inputs, candidate_inputs)
-
-    @classmethod
-    def from_table(cls, table: pa.Table, query_inputs: Sequence[TowerInput],
-                   candidate_inputs: Sequence[TowerInput]) -> "Examples":
-        query_index, first = _positions(table)
-        queries = _with_large_offsets(table.select([i.column for i in query_inputs])).take(pa.array(first))
-        return cls._build(table, query_index, queries, query_inputs, candidate_inputs)
-
-    @classmethod
-    def _build(cls, table: pa.Table, query_index: np.ndarray, queries: pa.Table, query_inputs: Sequence[TowerInput],
-               candidate_inputs: Sequence[TowerInput]) -> "Examples":
         columns = {name: table.column(name) for name in table.column_names}
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
-        return cls(queries=queries, query_inputs=list(query_inputs),
+        return cls(queries=pa.concat_tables(parts), query_inputs=list(query_inputs),
                    query_index=query_index.astype(np.int64),
                    candidate=to_tensors(columns, candidate_inputs, by_column=True),
                    track_uri=table.column(TRACK_KEY).to_numpy(zero_copy_only=False).astype(object),
