@@ -12,14 +12,17 @@ Tables (event_timestamp: UTC, microseconds):
   playlist_timeline   pid, pos, track_uri, added_at                (for training examples)
   playlist_snapshots  pid, event_timestamp, name, counts as of then, the whole track list so far
                       (`track_uris`, newest `features.playlist_tracks` kept), recent track/artist/album
-                      uris (one row per position, and an empty one just before the first track)
+                      uris (one row per position, and an empty one just before the first track);
+                      applied_edit_us (null here; a streamed edit's time on the stream's rows)
   track_features      track_uri, event_timestamp = first_added_s (first added anywhere), names, ids,
                       metadata
   artist_features     artist_uri, event_timestamp, name, genres, popularity, followers
 
 Tracks that only the stream has announced (`segue stream`, recorded under `paths.stream_dir`) join
 `track_features` with their newest event, so batch runs and training keep them. For a track the
-slices hold, the batch row wins: its metadata files are the source of truth.
+slices hold, the batch row wins: its metadata files are the source of truth. Playlist states that
+streamed edits made join `playlist_snapshots` as rows at their edits' times, so the next
+materialize serves them.
 """
 
 from __future__ import annotations
@@ -81,7 +84,8 @@ def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, sequences: Fea
         F.collect_list("track_uri").over(whole).alias("track_uris"),
         F.collect_list("track_uri").over(last_n).alias("recent_track_uris"),
         F.collect_list("artist_uri").over(last_n).alias("recent_artist_uris"),
-        F.collect_list("album_uri").over(last_n).alias("recent_album_uris"))
+        F.collect_list("album_uri").over(last_n).alias("recent_album_uris"),
+        F.lit(None).cast("long").alias("applied_edit_us"))
     # The empty playlist, a second before its first track: a query "as of before position 0"
     # still finds the name (the challenge's title-only case) instead of nothing.
     empty = F.array().cast("array<string>")
@@ -89,7 +93,8 @@ def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, sequences: Fea
         "pid", (F.col("added_at") - F.expr("INTERVAL 1 SECOND")).alias("event_timestamp"), "name",
         "collaborative", F.lit(0).cast("long").alias("num_tracks"), F.lit(0).cast("long").alias("duration_ms"),
         F.lit(0).cast("long").alias("num_edits"), F.lit(1).cast("long").alias("num_followers"),
-        empty.alias("track_uris"), empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"), empty.alias("recent_album_uris"))
+        empty.alias("track_uris"), empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"),
+        empty.alias("recent_album_uris"), F.lit(None).cast("long").alias("applied_edit_us"))
     return snap.unionByName(created)
 
 
@@ -116,6 +121,13 @@ def with_streamed_tracks(batch: DataFrame, streamed: DataFrame) -> DataFrame:
     return batch.unionByName(aligned)
 
 
+def with_streamed_snapshots(batch: DataFrame, streamed: DataFrame) -> DataFrame:
+    """`batch` plus the playlist states streamed edits recorded (one row per edited playlist and
+    micro-batch, at the time of its last edit)."""
+    new = streamed.join(batch.select("pid", "event_timestamp"), ["pid", "event_timestamp"], "left_anti")
+    return batch.unionByName(new.select(*[F.col(f.name).cast(f.dataType) for f in batch.schema.fields]))
+
+
 def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
     first_added = timeline.groupBy("artist_uri").agg(F.min("added_at").alias("event_timestamp"))
     return (artists.select("artist_uri", "artist_name", "genres", "popularity", "followers")
@@ -123,9 +135,13 @@ def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
 
 
 def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences: FeatureSettings,
-                   stream_records: Path | None = None) -> dict:
-    """`sequences`: the lengths of the playlist sequences; `stream_records`: the stream's
-    track_features record (`<paths.stream_dir>/track_features`)."""
+                   stream_dir: Path | None = None) -> dict:
+    """`sequences`: the lengths of the playlist sequences; `stream_dir`: the stream's record
+    (`paths.stream_dir`: `track_features` and `playlist_snapshots`), unioned in."""
+    def stream_table(name: str) -> DataFrame | None:
+        folder = None if stream_dir is None else Path(stream_dir) / name
+        return spark.read.parquet(str(folder)) if folder and any(folder.glob("*.parquet")) else None
+
     def read(name: str) -> DataFrame:
         return spark.read.parquet(str(warehouse / name))
 
@@ -135,11 +151,16 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
         timeline_path = str(run_dir / "playlist_timeline")
         playlist_timeline(playlists, read("playlist_tracks")).write.parquet(timeline_path)
         timeline = spark.read.parquet(timeline_path)
-        playlist_snapshots(playlists, timeline, sequences).write.parquet(str(run_dir / "playlist_snapshots"))
+        snapshots = playlist_snapshots(playlists, timeline, sequences)
+        edited = stream_table("playlist_snapshots")
+        if edited is not None:
+            snapshots = with_streamed_snapshots(snapshots, edited)
+        snapshots.write.parquet(str(run_dir / "playlist_snapshots"))
         tracks = track_features(read("tracks"), read("artists"), timeline)
-        has_stream = stream_records is not None and any(Path(stream_records).glob("*.parquet"))
+        announced = stream_table("track_features")
+        has_stream = announced is not None
         if has_stream:
-            tracks = with_streamed_tracks(tracks, spark.read.parquet(str(stream_records)))
+            tracks = with_streamed_tracks(tracks, announced)
         tracks.write.parquet(str(run_dir / "track_features"))
         artist_features(read("artists"), timeline).write.parquet(str(run_dir / "artist_features"))
 
@@ -151,6 +172,7 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
                                                  "left_anti").count() if has_stream else 0
         manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": sequences.recent_tracks,
                     "playlist_tracks": sequences.playlist_tracks, "streamed_tracks": streamed,
+                    "streamed_playlist_states": 0 if edited is None else edited.count(),
                     "counts": {n: df.count() for n, df in tables.items()},
                     "contracts": [r.to_dict() for r in reports]}
         (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -165,8 +187,8 @@ def parse_args(argv: list[str] | None, settings: SegueSettings) -> argparse.Name
                    help="tracks kept in the recent-sequence features")
     p.add_argument("--playlist-tracks", type=int, default=settings.features.playlist_tracks,
                    help="tracks kept (newest) in the whole-list feature `track_uris`")
-    p.add_argument("--stream-records", type=Path, default=Path(settings.paths.stream_dir) / "track_features",
-                   help="the stream's record of announced tracks, unioned in")
+    p.add_argument("--stream-dir", type=Path, default=Path(settings.paths.stream_dir),
+                   help="the stream's record (announced tracks, edited playlists), unioned in")
     p.add_argument("--master", default=None)
     return p.parse_args(argv)
 
@@ -176,7 +198,7 @@ def main(argv: list[str] | None = None, settings: SegueSettings | None = None) -
     def run(spark: SparkSession, settings, args: argparse.Namespace) -> dict:
         sequences = settings.features.model_copy(update={"recent_tracks": args.recent,
                                                          "playlist_tracks": args.playlist_tracks})
-        return build_features(spark, args.warehouse, args.output, sequences, args.stream_records)
+        return build_features(spark, args.warehouse, args.output, sequences, args.stream_dir)
 
     return run_spark_job("build_features", settings, parse_args(argv, settings), run, ("counts",))
 

@@ -1,5 +1,6 @@
 """Stream benchmark: sustained events/s of the consumer daemon, and freshness from publish to
-being returned by a query through the serving alias.
+being returned by a query through the serving alias; the same for playlist edits (freshness: until
+the playlist's online features show the edit).
 
     python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
         [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--out docs/benchmarks/stream.json]
@@ -15,6 +16,9 @@ redis-server on a free port) and an index profile (embedded: Milvus Lite; cpu_hn
 2. Freshness: with the daemon running, events are published at `--rate` per second for `--seconds`;
    a checker polls the alias (Strong consistency) for the pending tracks every 50 ms. Freshness is
    the time from each event's publish to the first query that returns its track.
+3. Edits, the same two ways (`--edit-rate`): each edit adds a catalogue track to a known playlist
+   and renames it (one playlist per edit); the checker reads the playlists' `playlist_query_v1`
+   online until the new name shows.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +44,13 @@ from segue.logs import configure_logging
 from segue.sample_world import private_feature_repo
 from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings
 from segue.streaming.consumer_daemon import open_daemon
-from segue.streaming.events import FEATURE_NAMES, new_event
+from segue.features.online import OnlineFeatureReader
+from segue.streaming.events import FEATURE_NAMES, new_event, new_playlist_edit
 from segue.streaming.kafka_broker import KafkaBroker
 from segue.local_ports import free_port
 from segue.streaming.kafka_clients import ensure_topics, event_producer
 from segue.streaming.publish import publish_events
+from segue.vocabulary import PLAYLIST_KEY, PLAYLIST_SERVICE
 
 from bench_features import start_redis  # benchmarks/ is on sys.path when a benchmark runs
 from bench_record import demo_model, new_record, write_record
@@ -60,16 +66,35 @@ def new_tracks(features_dir: Path, n: int, tag: str) -> list[dict]:
             for i in range(n)]
 
 
-def throughput(settings, tracks: list[dict], name: str) -> dict:
-    s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
-        "topic": f"bench.throughput.{name}", "group_id": f"bench-throughput-{name}"})})
+def known_playlists(settings, n: int) -> list[int]:
+    pids = pq.read_table(Path(settings.paths.features_dir) / "playlist_snapshots", columns=["pid"]).column("pid")
+    return sorted(set(pids.to_pylist()))[:n]
+
+
+def edits_for(pids: list[int], tracks: list[dict], tag: str) -> list[dict]:
+    return [new_playlist_edit(pid, added=[tracks[i % len(tracks)][KEY]], name=f"{tag}-{i}")
+            for i, pid in enumerate(pids)]
+
+
+def with_topics(settings, kind: str, name: str):
+    return settings.model_copy(update={"stream": settings.stream.model_copy(update={
+        "topic": f"bench.{kind}.{name}", "playlist_topic": f"bench.{kind}.{name}.edits",
+        "dlq_topic": f"bench.{kind}.{name}.dlq", "group_id": f"bench-{kind}-{name}"})})
+
+
+def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None = None) -> dict:
+    """Tracks (or, given `edits`, playlist edits) published first, then drained by one daemon."""
+    s = with_topics(settings, "throughput" if edits is None else "edit-throughput", name)
     ensure_topics(s)
     producer = event_producer(s)
-    publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
+    if edits is None:
+        publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
+    else:
+        publish_events(producer, s.stream.playlist_topic, edits)
     producer.close()
     daemon = open_daemon(s, threading.Event())
     first_poll, last_commit = [], []
-    poll, commit = daemon.consumer.poll, daemon.consumer.commit
+    poll, commit = daemon.consumer.poll, daemon.producer.commit_transaction
 
     def timed_poll(*a, **k):
         got = poll(*a, **k)
@@ -81,19 +106,21 @@ def throughput(settings, tracks: list[dict], name: str) -> dict:
         commit(*a, **k)
         last_commit[:] = [time.perf_counter()]
 
-    daemon.consumer.poll, daemon.consumer.commit = timed_poll, timed_commit
+    daemon.consumer.poll, daemon.producer.commit_transaction = timed_poll, timed_commit
     report = daemon.run(until_idle_s=3.0)
     seconds = last_commit[0] - first_poll[0]
     stages = {stage: round(daemon.metrics.stage_seconds.sum(stage), 2)
-              for stage in ("read_stored", "feast_push", "offline_record", "embed_and_upsert")}
+              for stage in ("read_stored", "feast_push", "offline_record", "embed_and_upsert", "playlist_read_stored",
+                            "playlist_feast_push", "playlist_offline_record")
+              if daemon.metrics.stage_seconds.sum(stage)}
     stages["whole_batches"] = round(daemon.metrics.batch_seconds.sum(), 2)
-    return {"events": report.events, "indexed": report.sink.indexed, "batches": report.batches,
-            "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds), "stage_seconds": stages}
+    return {"events": report.events, "indexed": report.sink.indexed, "edited": report.sink.edited,
+            "batches": report.batches, "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds),
+            "stage_seconds": stages}
 
 
 def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
-    s = settings.model_copy(update={"stream": settings.stream.model_copy(update={
-        "topic": f"bench.freshness.{name}", "group_id": f"bench-freshness-{name}"})})
+    s = with_topics(settings, "freshness", name)
     ensure_topics(s)
     stop = threading.Event()
     daemon = open_daemon(s, stop)
@@ -131,7 +158,55 @@ def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
     checker.join(120)
     stop.set()
     runner.join(60)
-    lag = np.array([seen[u] - published[u] for u in published if u in seen])
+    return _lags(published, seen, rate)
+
+
+def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
+    """Edits published at `rate`; each is fresh when its playlist's online features show its name."""
+    s = with_topics(settings, "edit-freshness", name)
+    ensure_topics(s)
+    stop = threading.Event()
+    daemon = open_daemon(s, stop)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    while not daemon.consumer.assignment():
+        time.sleep(0.05)
+    published: dict[int, float] = {}
+    wanted = {e["pid"]: e["name"] for e in edits}
+    seen: dict[int, float] = {}
+    done = threading.Event()
+
+    def check():
+        reader = OnlineFeatureReader(open_store(s), PLAYLIST_SERVICE, PLAYLIST_KEY, only=["playlist_snapshots:name"])
+        while not (done.is_set() and len(seen) == len(published)):
+            pending = [pid for pid in list(published) if pid not in seen][:1000]
+            if pending:
+                rows = reader.read(pending)
+                now = time.time()
+                for r in rows:
+                    if r.found and r.features.get("name") == wanted[r.key]:
+                        seen.setdefault(r.key, now)
+            time.sleep(0.05)
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    producer = event_producer(s)
+    start = time.monotonic()
+    for i, edit in enumerate(edits):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        edit = {**edit, "event_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+        published[edit["pid"]] = datetime.fromisoformat(edit["event_time"]).timestamp()
+        producer.send(s.stream.playlist_topic, key=str(edit["pid"]).encode(), value=json.dumps(edit).encode())
+    producer.flush()
+    done.set()
+    checker.join(120)
+    stop.set()
+    runner.join(60)
+    return _lags(published, seen, rate)
+
+
+def _lags(published: dict, seen: dict, rate: float) -> dict:
+    lag = np.array([seen[k] - published[k] for k in published if k in seen])
     return {"events": len(published), "rate_per_s": rate, "returned": len(lag),
             "p50_s": round(float(np.percentile(lag, 50)), 3), "p95_s": round(float(np.percentile(lag, 95)), 3),
             "max_s": round(float(lag.max()), 3)}
@@ -143,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--rate", type=float, default=200)
     p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--edits", type=int, default=5000, help="playlist edits drained for throughput")
+    p.add_argument("--edit-rate", type=float, default=500, help="playlist edits per second for freshness")
+    p.add_argument("--edit-seconds", type=float, default=8)
     p.add_argument("--runs", default="local:embedded,redis:embedded,redis:cpu_hnsw",
                    help="feature profile:index profile pairs")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
@@ -179,20 +257,26 @@ def main(argv: list[str] | None = None) -> int:
                     "stream": StreamSettings(health_port=None)})
                 rebuild_index(s, open_store(s), model)
                 features_dir = Path(s.paths.features_dir)
+                catalogue = new_tracks(features_dir, 2000, f"{name}-e")
+                n_fresh = int(args.edit_rate * args.edit_seconds)
+                pids = known_playlists(s, args.edits + n_fresh)
                 run = {"features": feature_profile, "index": index_profile,
                        "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name),
                        "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
-                                              args.rate, name)}
+                                              args.rate, name),
+                       "edit_throughput": throughput(s, [], name, edits_for(pids[:args.edits], catalogue, f"{name}-et")),
+                       "edit_freshness": edit_freshness(s, edits_for(pids[args.edits:], catalogue, f"{name}-ef"),
+                                                        args.edit_rate, name)}
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
     write_record(result, args.out, echo=False)
-    print("\n| features | index | events | events/s | push s | embed+upsert s | freshness p50 s | p95 s | max s |")
+    print("\n| features | index | events | kind | events/s | freshness at (events/s) | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in result["runs"]:
-        t, f = r["throughput"], r["freshness"]
-        print(f"| {r['features']} | {r['index']} | {t['events']:,} | {t['events_per_s']:,} | "
-              f"{t['stage_seconds']['feast_push']} | {t['stage_seconds']['embed_and_upsert']} | {f['p50_s']} | "
-              f"{f['p95_s']} | {f['max_s']} |")
+        for kind, t, f in (("tracks", r["throughput"], r["freshness"]),
+                           ("playlist edits", r["edit_throughput"], r["edit_freshness"])):
+            print(f"| {r['features']} | {r['index']} | {t['events']:,} | {kind} | {t['events_per_s']:,} | "
+                  f"{f['rate_per_s']:g} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
     return 0
 
 

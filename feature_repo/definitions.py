@@ -48,8 +48,10 @@ track_features_source = _batch_source("track_features_source", "track_features")
 artist_features_source = _batch_source("artist_features_source", "artist_features")
 track_neighbours_source = _batch_source("track_neighbours_source", "track_neighbours", NEIGHBOURS_DIR)
 
-# Tracks that arrive by stream are pushed here; they land in the same view as batch tracks.
+# Tracks and playlist edits that arrive by stream are pushed here; they land in the same views as
+# the batch rows.
 track_push_source = PushSource(name="track_push_source", batch_source=track_features_source)
+playlist_push_source = PushSource(name="playlist_push_source", batch_source=playlist_snapshots_source)
 
 # Feature views: one per tower, so each tower's lookup is one online round trip.
 playlist_snapshots_fv = FeatureView(
@@ -69,9 +71,13 @@ playlist_snapshots_fv = FeatureView(
         Field(name="recent_track_uris", dtype=Array(String)),
         Field(name="recent_artist_uris", dtype=Array(String)),
         Field(name="recent_album_uris", dtype=Array(String)),
+        # Not a tower input: the time of the last streamed edit applied (epoch microseconds; null on
+        # batch rows), written with the features in one push, so an edit replayed after a crash is
+        # recognised and not applied twice. (Feast's SQLite store keeps event times in seconds.)
+        Field(name="applied_edit_us", dtype=Int64),
     ],
     online=True,
-    source=playlist_snapshots_source,
+    source=playlist_push_source,
     tags={"tower": "query"},
 )
 
@@ -134,9 +140,10 @@ track_neighbours_fv = FeatureView(
 )
 
 # Feature services: the towers' inputs, versioned with the model.
+QUERY_FEATURES = [f.name for f in playlist_snapshots_fv.features if f.name != "applied_edit_us"]
 playlist_query_v1 = FeatureService(
     name=PLAYLIST_SERVICE,
-    features=[playlist_snapshots_fv],
+    features=[playlist_snapshots_fv[QUERY_FEATURES]],
     description="Query tower input: a playlist's name, counts, whole track list and recent tracks as of a time",
 )
 track_candidate_v1 = FeatureService(

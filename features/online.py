@@ -17,7 +17,7 @@ class OnlineRow:
     found: bool
     features: dict[str, Any] = field(default_factory=dict)
     missing_features: tuple[str, ...] = ()
-    event_time_s: int = 0  # the newest feature's event time (epoch s); 0 when not found
+    event_time_us: int = 0  # the newest feature's event time (epoch microseconds); 0 when not found
 
 
 class OnlineFeatureReader:
@@ -45,10 +45,10 @@ class OnlineFeatureReader:
         newest = [0] * len(keys)
         for name, result in zip(names, proto.results):
             if name != self._key_name:
-                seconds = [t.seconds for t in result.event_timestamps]
+                micros = [t.seconds * 1_000_000 + t.nanos // 1000 for t in result.event_timestamps]
                 absent_by_feature[name] = [s == FieldStatus.NOT_FOUND or ts == 0
-                                           for s, ts in zip(result.statuses, seconds)]
-                newest = [max(a, b) for a, b in zip(newest, seconds)]
+                                           for s, ts in zip(result.statuses, micros)]
+                newest = [max(a, b) for a, b in zip(newest, micros)]
         features = list(absent_by_feature)
         rows = []
         for i, key in enumerate(keys):
@@ -56,7 +56,7 @@ class OnlineFeatureReader:
             found = len(absent) < len(features)
             rows.append(OnlineRow(key=key, found=found,
                                   features={n: values[n][i] for n in features} if found else {},
-                                  missing_features=absent, event_time_s=newest[i] if found else 0))
+                                  missing_features=absent, event_time_us=newest[i] if found else 0))
         return rows
 
 

@@ -585,29 +585,38 @@ def kafka_stop(settings: SegueSettings, data_dir: Path | None) -> None:
 
 @cli.group()
 def stream() -> None:
-    """New tracks: publish events to Kafka, index them with the consumer daemon or the Beam pipeline."""
+    """New tracks and playlist edits: publish events to Kafka, apply them with the consumer daemon or
+    the Beam pipeline."""
 
 
 @stream.command("publish")
 @click.option("--file", "path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="JSON lines: whole events, or bare track objects (sent as new events).")
+@click.option("--edits", "edits_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="JSON lines of playlist edits (whole events, or bare {pid, added_track_uris, removed_track_uris, "
+                   "name}), sent to `stream.playlist_topic`.")
 @click.option("--generated", type=click.IntRange(min=1), default=None,
               help="This many of the generator's future tracks (released after its slices; `generate.*`).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Events per second (default: as fast as possible).")
 @click.pass_obj
-def stream_publish(settings: SegueSettings, path: Path | None, generated: int | None, rate: float | None) -> None:
-    """Send track events to `stream.topic`, keyed by track URI; every line is validated first."""
+def stream_publish(settings: SegueSettings, path: Path | None, edits_path: Path | None, generated: int | None,
+                   rate: float | None) -> None:
+    """Send track events to `stream.topic` (keyed by track URI) or playlist edits to
+    `stream.playlist_topic` (keyed by pid); every line is validated first."""
     from kafka.errors import KafkaError
 
-    from segue.streaming.events import new_event
+    from segue.streaming.events import PlaylistEditEvent, new_event
     from segue.streaming.kafka_clients import ensure_topics, event_producer
     from segue.streaming.publish import EventFileError, publish_events, read_event_file
 
-    if (path is None) == (generated is None):
-        raise click.UsageError("give exactly one of --file or --generated")
+    if sum(x is not None for x in (path, edits_path, generated)) != 1:
+        raise click.UsageError("give exactly one of --file, --edits or --generated")
+    topic = settings.stream.topic if edits_path is None else settings.stream.playlist_topic
     try:
         if path is not None:
             events = read_event_file(path, max_ahead_s=settings.stream.max_event_ahead_s)
+        elif edits_path is not None:
+            events = read_event_file(edits_path, max_ahead_s=settings.stream.max_event_ahead_s, kind=PlaylistEditEvent)
         else:
             from segue.batch.synth.new_tracks import future_tracks
 
@@ -615,7 +624,7 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
             events = (new_event(t) for t in future_tracks(g.seed, g.tastes, g.playlists, g.start, g.end, generated))
         ensure_topics(settings)
         producer = event_producer(settings)
-        report = publish_events(producer, settings.stream.topic, events, rate)
+        report = publish_events(producer, topic, events, rate)
         producer.close()
     except EventFileError as e:
         raise click.ClickException(str(e)) from None
@@ -624,7 +633,7 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
                                        "(`segue kafka start`) and `kafka.*` right?")
         failure.exit_code = UNREACHABLE
         raise failure from None
-    click.echo(json.dumps({"topic": settings.stream.topic, "sent": report.sent,
+    click.echo(json.dumps({"topic": topic, "sent": report.sent,
                            "events_per_s": round(report.sent / max(report.seconds, 1e-9))}))
 
 
@@ -633,7 +642,8 @@ def stream_publish(settings: SegueSettings, path: Path | None, generated: int | 
               help="Exit after this many seconds without events (default: run until SIGTERM/SIGINT).")
 @click.pass_obj
 def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
-    """The consumer daemon: validate, push to Feast, embed, upsert into Milvus, then commit."""
+    """The consumer daemon: validate; tracks pushed to Feast, embedded and upserted into Milvus;
+    playlist edits applied to the playlists' Feast features; then commit."""
     import signal
     import threading
 
@@ -653,7 +663,7 @@ def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
     if server:
         server.shutdown()
     click.echo(json.dumps({"batches": report.batches, "events": report.events, "indexed": report.sink.indexed,
-                           "superseded": report.sink.superseded, "dead_letters": report.dead_letters,
+                           "edited": report.sink.edited, "superseded": report.sink.superseded, "dead_letters": report.dead_letters,
                            "interrupted": report.interrupted}))
 
 
@@ -671,20 +681,20 @@ def stream_beam(settings: SegueSettings, local_flink: bool) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.runner import PipelineState
 
-    from segue.streaming.beam_pipeline import ReadTrackMessages, run_stream_pipeline, stream_pipeline_options
+    from segue.streaming.beam_pipeline import ReadStreamMessages, run_stream_pipeline, stream_pipeline_options
     from segue.streaming.flink_job_server import FlinkJobServer
     from segue.streaming.kafka_clients import ensure_topics
 
     ensure_topics(settings)
     if not local_flink:
-        run_stream_pipeline(settings, stream_pipeline_options(settings), ReadTrackMessages(settings))
+        run_stream_pipeline(settings, stream_pipeline_options(settings), ReadStreamMessages(settings))
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with FlinkJobServer(Path(settings.paths.data_dir) / "flink") as server:
         options = PipelineOptions(server.pipeline_options() + ["--streaming"])
-        result = run_stream_pipeline(settings, options, ReadTrackMessages(settings, server.expansion_service),
+        result = run_stream_pipeline(settings, options, ReadStreamMessages(settings, server.expansion_service),
                                      wait=False)
         click.echo(f"running on the local Flink job server (log: {server.log_file}); Ctrl-C stops it", err=True)
         while not stop.wait(1) and not PipelineState.is_terminal(result.state):

@@ -134,7 +134,7 @@ def run_demo(settings: SegueSettings, out: Path, mpd: Path | None, playlists: in
             spark = build_spark("segue-demo-features", settings.spark)
             manifest = build_features(spark, warehouse, Path(settings.paths.features_dir),
                                       settings.features,
-                                      Path(settings.paths.stream_dir) / "track_features")
+                                      Path(settings.paths.stream_dir))
             return manifest["counts"]
 
         demo.run("Spark feature tables", run_features)
@@ -254,10 +254,10 @@ def _train_and_evaluate(demo: Demo, settings: SegueSettings, gen: GenerateSettin
         from segue.batch.synth.new_tracks import future_tracks
 
         tracks = future_tracks(gen.seed, gen.tastes, gen.playlists, gen.start, gen.end, 200)
-        _stream_tracks(demo, settings, tracks, "stream new tracks (Kafka -> daemon -> Feast + Milvus)")
+        _stream_events(demo, settings, tracks, "stream new tracks + a playlist edit (Kafka -> daemon -> Feast + Milvus)")
     else:  # a user's slices have no future: their own tracks come back as update events
-        _stream_tracks(demo, settings, _catalogue_tracks(settings, 200),
-                       "stream track updates (Kafka -> daemon -> Feast + Milvus)")
+        _stream_events(demo, settings, _catalogue_tracks(settings, 200),
+                       "stream track updates + a playlist edit (Kafka -> daemon -> Feast + Milvus)")
     _serve_recommendations(demo, settings)
     return trained["report"]
 
@@ -329,7 +329,18 @@ def _catalogue_tracks(settings: SegueSettings, count: int) -> list[dict]:
     return [{k: v for k, v in row.items() if v is not None} for row in table.select(names).slice(0, count).to_pylist()]
 
 
-def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step: str) -> None:
+def _shown_playlists(settings: SegueSettings, n: int) -> list:
+    """The known playlists the demo shows: the first with at least five recent tracks."""
+    from segue.features.online import lookup
+    from segue.features.store import open_store
+
+    return [r for r in lookup(open_store(settings), PLAYLIST_SERVICE, PLAYLIST_KEY, list(range(50))) if r.found
+            and len(r.features.get("recent_track_uris") or []) >= 5][:n]
+
+
+def _stream_events(demo: Demo, settings: SegueSettings, tracks: list[dict], step: str) -> None:
+    """Streams `tracks`, and one edit that adds the first of them to the first playlist the API
+    step then shows, so its answer reflects the edit."""
     import threading
 
     import numpy as np
@@ -339,13 +350,16 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
     from segue.indexing.milvus_connection import index_profile, open_client
     from segue.indexing.track_index import TrackIndex
     from segue.streaming.consumer_daemon import open_daemon
-    from segue.streaming.events import new_event
+    from segue.streaming.events import new_event, new_playlist_edit
     from segue.streaming.kafka_broker import KafkaBroker
     from segue.local_ports import free_port
     from segue.streaming.kafka_clients import event_producer
     from segue.streaming.publish import publish_events
 
     broker = KafkaBroker(Path(settings.paths.data_dir) / "kafka", port=free_port())
+    edited = _shown_playlists(settings, 1)
+    edits = [new_playlist_edit(r.key, added=[tracks[0]["track_uri"]], name=f"{r.features['name']} (edited)")
+             for r in edited]
 
     def run_stream() -> dict[str, Any]:
         broker.start()
@@ -361,8 +375,9 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
             time.sleep(0.1)  # publish once the daemon holds its partitions, so freshness is the stream's own
         producer = event_producer(s)
         sent = publish_events(producer, s.stream.topic, (new_event(t) for t in tracks), rate_per_s=100)
+        sent.sent += publish_events(producer, s.stream.playlist_topic, edits).sent
         producer.close()
-        handled = ("indexed", "superseded", "dead_letter")
+        handled = ("indexed", "edited", "superseded", "dead_letter")
         while sum(daemon.metrics.total(o) for o in handled) < sent.sent and time.monotonic() < deadline + 60:
             time.sleep(0.1)
         stop.set()
@@ -371,6 +386,7 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
                                     output_fields=["event_time_us", "indexed_at_us"], consistency_level="Strong")
         fresh = np.array([r["indexed_at_us"] - r["event_time_us"] for r in rows]) / 1e6
         return {"published": sent.sent, "indexed": daemon.metrics.total("indexed"),
+                "playlist edits": daemon.metrics.total("edited"),
                 "dead letters": daemon.metrics.total("dead_letter"),
                 "freshness p50 s": f"{np.percentile(fresh, 50):.2f}" if len(fresh) else "-",
                 "freshness p95 s": f"{np.percentile(fresh, 95):.2f}" if len(fresh) else "-"}
@@ -390,6 +406,11 @@ def _stream_tracks(demo: Demo, settings: SegueSettings, tracks: list[dict], step
     for rank, h in enumerate(hits, 1):
         f = names.get(h.track_uri) or {}
         click.echo(f"  {rank}. {h.score:.3f}  {f.get('track_name') or h.track_uri} - {f.get('artist_name') or '?'}")
+    for before in edited:
+        after = lookup(open_store(settings), PLAYLIST_SERVICE, PLAYLIST_KEY, [before.key])[0].features
+        click.secho(f"\nJust edited: playlist {before.key} \"{before.features['name']}\" is now \"{after['name']}\", "
+                    f"{before.features['num_tracks']} -> {after['num_tracks']} tracks (the streamed track added); "
+                    "the API below reads it from Feast", bold=True)
 
 
 def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int = 2) -> None:
@@ -398,13 +419,9 @@ def _serve_recommendations(demo: Demo, settings: SegueSettings, playlists: int =
     import json
     import urllib.request
 
-    from segue.features.online import lookup
-    from segue.features.store import open_store
     from segue.serving.api_server import ApiServerThread
 
-    store = open_store(settings)
-    known = [r for r in lookup(store, PLAYLIST_SERVICE, PLAYLIST_KEY, list(range(50))) if r.found
-             and len(r.features.get("recent_track_uris") or []) >= 5][:playlists]
+    known = _shown_playlists(settings, playlists)
     asks = [(f"playlist {r.key} \"{r.features['name']}\" (features from Feast)", {"playlist_id": r.key, "k": 5})
             for r in known]
     if known:

@@ -252,10 +252,11 @@ class KafkaSettings(Section):
 
 
 class StreamSettings(Section):
-    """`segue stream`: the new-track topic, its dead letters and the consumer daemon."""
+    """`segue stream`: the new-track and playlist-edit topics, their dead letters and the consumer daemon."""
 
-    topic: str = "segue.tracks.new"
-    dlq_topic: str = "segue.tracks.dlq"
+    topic: str = Field("segue.tracks.new", description="Track events, keyed by track URI")
+    playlist_topic: str = Field("segue.playlists.edits", description="Playlist edits, keyed by pid")
+    dlq_topic: str = Field("segue.tracks.dlq", description="Dead letters of both topics")
     partitions: int = Field(4, ge=1, description="Partitions of the topics `segue stream` creates; "
                                                  "the most consumers of one group that can share the work")
     replication_factor: int = Field(1, ge=1, description="Copies of each partition of the topics `segue stream` "
@@ -263,6 +264,13 @@ class StreamSettings(Section):
     min_insync_replicas: int | None = Field(None, ge=1, description="Copies a write must reach before it counts "
                                             "(acks=all); default: the broker's own setting")
     group_id: str = "segue-track-indexer"
+    transactional_id: str | None = Field(None, max_length=200, description="Kafka transactional id of a daemon's "
+                                         "dead letters and offsets; give each daemon a stable one (e.g. its pod "
+                                         "name) so a restart aborts at once what a crash left open. Default: group, "
+                                         "host and process id")
+    transaction_timeout_s: float = Field(15.0, gt=0, le=900, description="A transaction a crashed daemon left "
+                                         "open is aborted after this; until then readers of the dead-letter "
+                                         "topic (read_committed) wait at it")
     max_batch: int = Field(500, ge=1, le=50_000, description="Events per micro-batch")
     poll_timeout_ms: int = Field(200, ge=1, description="Longest wait for a micro-batch to fill")
     write_timeout_s: float = Field(10.0, gt=0, description="Longest wait of one Milvus call and of a Redis reply "
@@ -283,6 +291,11 @@ class StreamSettings(Section):
                                     description="/healthz and /metrics; 0 picks a free port, null turns it off")
     beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics the daemon reads."""
+        return [self.topic, self.playlist_topic]
 
     @model_validator(mode="after")
     def _replicas(self) -> "StreamSettings":

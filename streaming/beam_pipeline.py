@@ -1,10 +1,12 @@
 """`segue stream beam`: the daemon's steps as a streaming Beam pipeline, for scale-out on Flink or Dataflow.
 
-    ReadFromKafka | ParseTrackEvents | WriteTracks          (valid events -> TrackSink)
-                                     | WriteDeadLetters     (the rest -> segue.tracks.dlq)
+    ReadFromKafka | ParseStreamEvents | WriteStreamEvents   (valid tracks and edits -> StreamSink)
+                                      | WriteDeadLetters    (the rest -> segue.tracks.dlq)
 
-The steps are the daemon's own (`parse_event`, `DeadLetter`, `TrackSink`), so the two paths cannot
-drift apart. Read positions live in the runner's checkpoints (KafkaIO's restriction state), so a
+The steps are the daemon's own (`parse_event`, `DeadLetter`, `StreamSink`), so the two paths cannot
+drift apart. A runner does not keep messages in order, so the sink applies a batch's edits of one
+playlist in event-time order; an edit reaching it after a newer one of its playlist was applied
+is counted as superseded, as in the daemon. Read positions live in the runner's checkpoints (KafkaIO's restriction state), so a
 restored job replays from its last checkpoint: at-least-once, made exactly-once in the index by the
 sink's idempotent writes. KafkaIO does not also commit them to the consumer group: in Beam 2.62's
 Flink runner that step fails with "State backend must be locked" next to
@@ -25,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
 from segue.settings import SegueSettings, settings_document, source_file, worker_settings
-from segue.streaming.events import DeadLetter, EventError, parse_event
+from segue.streaming.events import DeadLetter, EventError, PlaylistEditEvent, TrackEvent, parse_event
 
 _LOGGER = logging.getLogger(__name__)
 DEAD = "dead"
@@ -53,26 +55,30 @@ def _worker_settings(settings_json: str) -> SegueSettings:
 
 
 class _Parse(beam.DoFn):
-    def __init__(self, max_ahead_s: float | None):
+    def __init__(self, max_ahead_s: float | None, edit_topic: str | None):
         self._max_ahead_s = max_ahead_s
+        self._edit_topic = edit_topic
 
     def process(self, message: KafkaMessage) -> Iterable[Any]:
+        kind = PlaylistEditEvent if message.topic == self._edit_topic else TrackEvent
         try:
-            yield parse_event(message.value, self._max_ahead_s)
+            yield parse_event(message.value, self._max_ahead_s, kind=kind)
         except EventError as e:
             yield beam.pvalue.TaggedOutput(DEAD, DeadLetter(f"validate: {e}", message.topic, message.partition,
                                                             message.offset, message.key, message.value))
 
 
-class ParseTrackEvents(beam.PTransform):
-    """KafkaMessages -> TrackEvents (main output) and DeadLetters (tagged `dead`)."""
+class ParseStreamEvents(beam.PTransform):
+    """KafkaMessages -> TrackEvents and PlaylistEditEvents (those of `edit_topic`) as the main
+    output, DeadLetters tagged `dead`."""
 
-    def __init__(self, max_ahead_s: float | None = None):
+    def __init__(self, max_ahead_s: float | None = None, edit_topic: str | None = None):
         super().__init__()
         self._max_ahead_s = max_ahead_s
+        self._edit_topic = edit_topic
 
     def expand(self, messages):
-        return messages | beam.ParDo(_Parse(self._max_ahead_s)).with_outputs(DEAD, main="events")
+        return messages | beam.ParDo(_Parse(self._max_ahead_s, self._edit_topic)).with_outputs(DEAD, main="events")
 
 
 class _WriteBatch(beam.DoFn):
@@ -80,17 +86,18 @@ class _WriteBatch(beam.DoFn):
         self._settings_json = settings_json
 
     def setup(self):
-        from segue.streaming.track_sink import open_track_sink
+        from segue.streaming.stream_sink import open_stream_sink
 
-        self._sink = open_track_sink(_worker_settings(self._settings_json))
+        self._sink = open_stream_sink(_worker_settings(self._settings_json))
 
     def process(self, events: Sequence[Any]) -> Iterable[dict]:
         report = self._sink.write(events)  # raises on failure: the runner retries the bundle
-        yield {"indexed": report.indexed, "superseded": report.superseded}
+        yield {"indexed": report.indexed, "edited": report.edited, "superseded": report.superseded}
 
 
-class WriteTracks(beam.PTransform):
-    """TrackEvents -> Feast push, offline record, Milvus upsert, in batches; emits per-batch counts."""
+class WriteStreamEvents(beam.PTransform):
+    """Events -> StreamSink (tracks: Feast push, offline record, Milvus upsert; edits: the playlists'
+    features), in batches; emits per-batch counts."""
 
     def __init__(self, settings: SegueSettings):
         super().__init__()
@@ -132,16 +139,18 @@ class WriteDeadLetters(beam.PTransform):
         return dead | beam.ParDo(_SendDeadLetter(self._settings_json))
 
 
-class IndexTrackEvents(beam.PTransform):
-    """KafkaMessages -> the index and the dead-letter topic; returns (batch counts, dead letters)."""
+class ApplyStreamEvents(beam.PTransform):
+    """KafkaMessages -> the index, the playlists' features and the dead-letter topic; returns
+    (batch counts, dead letters)."""
 
     def __init__(self, settings: SegueSettings):
         super().__init__()
         self._settings = settings
 
     def expand(self, messages):
-        parsed = messages | "Parse" >> ParseTrackEvents(self._settings.stream.max_event_ahead_s)
-        written = parsed.events | "WriteTracks" >> WriteTracks(self._settings)
+        stream = self._settings.stream
+        parsed = messages | "Parse" >> ParseStreamEvents(stream.max_event_ahead_s, stream.playlist_topic)
+        written = parsed.events | "WriteStreamEvents" >> WriteStreamEvents(self._settings)
         dead = parsed[DEAD] | "WriteDeadLetters" >> WriteDeadLetters(self._settings)
         return written, dead
 
@@ -158,8 +167,9 @@ _KAFKA_READ_FIELDS = [(name, kind) for name, kind in ReadFromKafkaSchema.__annot
 KafkaReadConfig = NamedTuple("KafkaReadConfig", _KAFKA_READ_FIELDS)
 
 
-class ReadTrackMessages(beam.PTransform):
-    """The event topic via Beam's cross-language KafkaIO, with each record's partition and offset."""
+class ReadStreamMessages(beam.PTransform):
+    """The track and playlist-edit topics via Beam's cross-language KafkaIO, with each record's
+    topic, partition and offset."""
 
     def __init__(self, settings: SegueSettings, expansion_service: str | None = None):
         super().__init__()
@@ -189,7 +199,7 @@ class ReadTrackMessages(beam.PTransform):
     def expand(self, pbegin):
         bytes_in = ReadFromKafka.byte_array_deserializer
         config = KafkaReadConfig(
-            consumer_config=self.consumer_config(), topics=[self._settings.stream.topic],
+            consumer_config=self.consumer_config(), topics=self._settings.stream.topics,
             key_deserializer=bytes_in, value_deserializer=bytes_in, start_read_time=None, max_num_records=None,
             max_read_time=None, commit_offset_in_finalize=False, timestamp_policy=ReadFromKafka.processing_time_policy,
             consumer_polling_timeout=1, redistribute=False, redistribute_num_keys=np.int32(0),
@@ -208,10 +218,10 @@ def stream_pipeline_options(settings: SegueSettings, extra: Sequence[str] = ()) 
 
 def run_stream_pipeline(settings: SegueSettings, options: PipelineOptions, source: beam.PTransform | None = None,
                         wait: bool = True):
-    """Runs ReadTrackMessages (or `source`) | IndexTrackEvents on the configured runner."""
+    """Runs ReadStreamMessages (or `source`) | ApplyStreamEvents on the configured runner."""
     pipeline = beam.Pipeline(options=options)
-    messages = pipeline | "Read" >> (source or ReadTrackMessages(settings))
-    _ = messages | "Index" >> IndexTrackEvents(settings)
+    messages = pipeline | "Read" >> (source or ReadStreamMessages(settings))
+    _ = messages | "Index" >> ApplyStreamEvents(settings)
     result = pipeline.run()
     if wait:
         result.wait_until_finish()

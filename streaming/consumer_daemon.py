@@ -1,9 +1,14 @@
-"""`segue stream run`: the consumer daemon that indexes new tracks within seconds.
+"""`segue stream run`: the consumer daemon that indexes new tracks and applies playlist edits
+within seconds.
 
-Each micro-batch: poll (bounded) -> validate (bad events to the dead-letter topic, counted) ->
-TrackSink (Feast push, offline record, Milvus upsert) -> commit the offsets. Offsets move only after
-every write of the batch succeeded, so a crash replays the batch (at-least-once), and the writes
-are idempotent by track URI, newest event winning: each track ends up in the index exactly once.
+Each micro-batch, from both topics: poll (bounded) -> validate (bad events to the dead-letter
+topic, counted) -> StreamSink (tracks: Feast push, offline record, Milvus upsert; edits: the
+playlists' features updated, pushed and recorded) -> one Kafka transaction: the batch's dead
+letters and its offsets. Offsets move only after every write of the batch succeeded, so a crash
+replays the batch (at-least-once), and the writes are idempotent (tracks by URI, newest event
+winning; an edit applies only after its playlist's stored state): each track ends up in the index
+once, and each edit changes its playlist once. Dead letters are committed with the offsets, so a
+replayed batch's dead letters replace an aborted transaction's, never add to committed ones.
 
 A write that fails is retried with back-off while a store is away. When it keeps failing although
 the stores answer, the batch is split in halves until the events that fail on their own are found:
@@ -29,8 +34,9 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from segue.settings import SegueSettings, StreamSettings
 from segue.streaming.daemon_metrics import DaemonHealth, StreamMetrics
-from segue.streaming.events import DeadLetter, EventError, Origin, TrackEvent, parse_event
-from segue.streaming.track_sink import SinkReport, TrackSink
+from segue.streaming.events import DeadLetter, EventError, Origin, PlaylistEditEvent, TrackEvent, parse_event
+from segue.streaming.stream_sink import StreamSink
+from segue.streaming.track_sink import SinkReport
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,11 +47,10 @@ class Interrupted(Exception):
 
 @dataclass
 class ParsedBatch:
-    events: list[TrackEvent] = field(default_factory=list)
+    events: list[TrackEvent | PlaylistEditEvent] = field(default_factory=list)
     records: list[ConsumerRecord] = field(default_factory=list)  # the message of each event
     dead: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    dead_sent: int = 0  # dead letters already on the topic: a retried write never sends one twice
 
 
 def _origin(r: ConsumerRecord) -> Origin:
@@ -56,11 +61,14 @@ def _dead_letter(reason: str, r: ConsumerRecord) -> DeadLetter:
     return DeadLetter(reason, r.topic, r.partition, r.offset, r.key, r.value)
 
 
-def parse_records(records: Sequence[ConsumerRecord], max_ahead_s: float | None = None) -> ParsedBatch:
+def parse_records(records: Sequence[ConsumerRecord], max_ahead_s: float | None = None,
+                  edit_topic: str | None = None) -> ParsedBatch:
+    """Track events, and playlist edits from `edit_topic`."""
     batch = ParsedBatch()
     for r in records:
         try:
-            batch.events.append(parse_event(r.value, max_ahead_s))
+            kind = PlaylistEditEvent if r.topic == edit_topic else TrackEvent
+            batch.events.append(parse_event(r.value, max_ahead_s, kind=kind))
             batch.records.append(r)
         except EventError as e:
             batch.dead.append(_dead_letter(f"validate: {e}", r))
@@ -78,11 +86,11 @@ class RunReport:
     interrupted: bool = False
 
 
-class TrackStreamDaemon:
+class StreamDaemon:
     """The poll -> validate -> write -> commit loop; `stop` (SIGTERM) ends it after the batch in hand."""
 
     def __init__(self, stream: StreamSettings, consumer: KafkaConsumer, producer: KafkaProducer,
-                 sink: TrackSink, metrics: StreamMetrics, health: DaemonHealth, stop: threading.Event):
+                 sink: StreamSink, metrics: StreamMetrics, health: DaemonHealth, stop: threading.Event):
         self.stream = stream
         self.consumer = consumer
         self.producer = producer
@@ -125,7 +133,7 @@ class TrackStreamDaemon:
 
     def _process(self, records: Sequence[ConsumerRecord], report: RunReport) -> bool:
         started = time.monotonic()
-        batch = parse_records(records, self.stream.max_event_ahead_s)
+        batch = parse_records(records, self.stream.max_event_ahead_s, self.stream.playlist_topic)
         failures = 0
 
         def write() -> SinkReport:
@@ -140,13 +148,14 @@ class TrackStreamDaemon:
 
         try:
             written = self._retrying("write", write)
-            self._retrying("commit", lambda: self._commit(batch.next_offsets))
+            self._retrying("commit", lambda: self._commit(batch))
         except Interrupted:
             return False
         now = time.time()
         for e in batch.events:
             self.metrics.freshness.observe(max(0.0, now - e.event_time.timestamp()))
         self.metrics.events.inc("indexed", written.indexed)
+        self.metrics.events.inc("edited", written.edited)
         self.metrics.events.inc("superseded", written.superseded)
         self.metrics.events.inc("dead_letter", len(batch.dead))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
@@ -165,16 +174,7 @@ class TrackStreamDaemon:
         return True
 
     def _write(self, batch: ParsedBatch) -> SinkReport:
-        self._send_dead_letters(batch)
         return self.sink.write(batch.events, [_origin(r) for r in batch.records])
-
-    def _send_dead_letters(self, batch: ParsedBatch) -> None:
-        # Before the commit: once the offsets move, the broker's copy of a bad event is the only one.
-        sends = [self.producer.send(self.stream.dlq_topic, key=d.key, value=d.to_json())
-                 for d in batch.dead[batch.dead_sent:]]
-        for sent in sends:
-            sent.get(timeout=30)
-        batch.dead_sent = len(batch.dead)
 
     def _write_isolating(self, batch: ParsedBatch) -> SinkReport:
         """Writes the batch in halves, down to single events; an event that fails alone while the
@@ -194,11 +194,10 @@ class TrackStreamDaemon:
                             extra={"count": len(poison), "written": report.indexed,
                                    "first": {"partition": poison[0][1].partition, "offset": poison[0][1].offset,
                                              "error": str(poison[0][2])[:300]}})
-        self._send_dead_letters(batch)
         return report
 
-    def _bisect(self, pairs: list[tuple[TrackEvent, ConsumerRecord]], report: SinkReport,
-                poison: list[tuple[TrackEvent, ConsumerRecord, Exception]]) -> None:
+    def _bisect(self, pairs: list[tuple[TrackEvent | PlaylistEditEvent, ConsumerRecord]], report: SinkReport,
+                poison: list[tuple[TrackEvent | PlaylistEditEvent, ConsumerRecord, Exception]]) -> None:
         try:
             report.add(self.sink.write([e for e, _ in pairs], [_origin(r) for _, r in pairs]))
             return
@@ -210,14 +209,31 @@ class TrackStreamDaemon:
         self._bisect(pairs[:middle], report, poison)
         self._bisect(pairs[middle:], report, poison)
 
-    def _commit(self, next_offsets: dict[TopicPartition, int]) -> None:
+    def _commit(self, batch: ParsedBatch) -> None:
+        """The batch's dead letters and its offsets in one transaction: both or neither."""
+        self.producer.begin_transaction()
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in next_offsets.items()})
+            for d in batch.dead:
+                self.producer.send(self.stream.dlq_topic, key=d.key, value=d.to_json())
+            self.producer.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in batch.next_offsets.items()},
+                self.consumer.group_metadata())
+            self.producer.commit_transaction()
         except CommitFailedError as e:
+            self._abort()
             # The group rebalanced while the batch was written: its new owner replays it, and the
             # writes are idempotent, so nothing is lost or doubled.
             _LOGGER.warning("offsets not committed after a rebalance; the batch will be replayed",
                             extra={"error": str(e)[:300]})
+        except Exception:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction()
+        except Exception as e:  # noqa: BLE001 (a fatal producer error is reported by the next attempt)
+            _LOGGER.warning("aborting the transaction failed", extra={"error": str(e)[:300]})
 
     def _retrying(self, stage: str, attempt: Callable[[], Any]) -> Any:
         delay = self.stream.retry_initial_s
@@ -250,7 +266,7 @@ class TrackStreamDaemon:
             _LOGGER.warning("no partitions assigned; leaving and rejoining the consumer group",
                             extra={"group": self.stream.group_id, "seconds": round(now - self._unassigned_since)})
             self.consumer.unsubscribe()
-            self.consumer.subscribe([self.stream.topic])
+            self.consumer.subscribe(self.stream.topics)
             self._unassigned_since = now
 
     def _measure_lag(self) -> None:
@@ -263,7 +279,7 @@ class TrackStreamDaemon:
             except Exception:  # noqa: BLE001 (broker away: the next poll measures again)
                 continue
             if position is not None:
-                self.metrics.lag.set(str(tp.partition), max(0, high - position))
+                self.metrics.lag.set(f"{tp.topic}/{tp.partition}", max(0, high - position))
 
     def _close(self) -> None:
         for close in (lambda: self.producer.flush(timeout=10), lambda: self.producer.close(timeout=10),
@@ -274,13 +290,13 @@ class TrackStreamDaemon:
                 _LOGGER.warning("closing a Kafka client failed", extra={"error": str(e)[:300]})
 
 
-def open_daemon(settings: SegueSettings, stop: threading.Event) -> TrackStreamDaemon:
+def open_daemon(settings: SegueSettings, stop: threading.Event) -> StreamDaemon:
     """A daemon on the configured cluster, feature store and index (topics created if missing)."""
-    from segue.streaming.kafka_clients import ensure_topics, event_consumer, event_producer
-    from segue.streaming.track_sink import open_track_sink
+    from segue.streaming.kafka_clients import dead_letter_producer, ensure_topics, event_consumer
+    from segue.streaming.stream_sink import open_stream_sink
 
     ensure_topics(settings)
-    sink = open_track_sink(settings)
+    sink = open_stream_sink(settings)
     sink.warm_up()
-    return TrackStreamDaemon(settings.stream, event_consumer(settings), event_producer(settings),
+    return StreamDaemon(settings.stream, event_consumer(settings), dead_letter_producer(settings),
                              sink, StreamMetrics(), DaemonHealth(), stop)

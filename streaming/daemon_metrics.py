@@ -27,10 +27,10 @@ class StreamMetrics(Collector):
     """
 
     def __init__(self) -> None:
-        self.events = Series()  # by outcome: indexed, superseded, dead_letter
+        self.events = Series()  # by outcome: indexed, edited, superseded, dead_letter
         self.batches = Series()
         self.failures = Series()  # by stage: write, commit
-        self.lag = Series()  # by partition
+        self.lag = Series()  # by partition, "<topic>/<partition>"
         self.events_per_s = Series()
         self.freshness = Histogram(FRESHNESS_BUCKETS)
         self.batch_seconds = Histogram(BATCH_BUCKETS)
@@ -49,8 +49,9 @@ class StreamMetrics(Collector):
         return int(self.events.value(outcome))
 
     def collect(self):
-        events = CounterMetricFamily("segue_stream_events", "Events by outcome: indexed, superseded (older than "
-                                     "the stored track), dead_letter", labels=["outcome"])
+        events = CounterMetricFamily("segue_stream_events", "Events by outcome: indexed (tracks), edited "
+                                     "(playlist edits applied), superseded (older than the stored track or "
+                                     "playlist), dead_letter", labels=["outcome"])
         for outcome, n in sorted(self.events.values.items()):
             events.add_metric([outcome], n)
         yield events
@@ -60,7 +61,8 @@ class StreamMetrics(Collector):
         for stage, n in sorted(self.failures.values.items()):
             failures.add_metric([stage], n)
         yield failures
-        lag = GaugeMetricFamily("segue_stream_consumer_lag", "Messages behind the partition ends",
+        lag = GaugeMetricFamily("segue_stream_consumer_lag", "Messages behind the partition ends, by "
+                                "\"<topic>/<partition>\"",
                                 labels=["partition"])
         for partition, n in sorted(self.lag.values.items()):
             lag.add_metric([partition], n)
@@ -70,7 +72,7 @@ class StreamMetrics(Collector):
         yield self.freshness.family("segue_stream_freshness_seconds", "Event time to searchable")
         yield self.batch_seconds.family("segue_stream_batch_seconds", "Poll-to-commit time of a batch")
         yield self.stage_seconds.family("segue_stream_stage_seconds", "Time of each write stage per batch: "
-                                        "read_stored, feast_push, offline_record, embed_and_upsert", "stage")
+                                        "read_stored, feast_push, offline_record, embed_and_upsert (tracks), playlist_* (edits)", "stage")
 
 
 class DaemonHealth:

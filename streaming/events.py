@@ -1,7 +1,8 @@
-"""The events on `segue.tracks.new` (schema version 1) and the dead letters on `segue.tracks.dlq`.
+"""The events on `segue.tracks.new` and `segue.playlists.edits` (schema version 1) and the dead
+letters of both on `segue.tracks.dlq`.
 
-One JSON object per message, keyed by the track URI (so one track's events stay in order on one
-partition):
+Track events: one JSON object per message, keyed by the track URI (so one track's events stay in
+order on one partition):
 
     {"schema_version": 1,
      "event_id": "0b6c3c1e-...",                      unique per event; any string up to 128 characters
@@ -13,6 +14,21 @@ partition):
 `track` carries the `track_features` view's fields by the same names; those below `duration_ms` in
 `TrackFeatures` may be null or absent (unknown). A later event for the same track replaces it
 whole: the newest `event_time` wins.
+
+Playlist edits: one JSON object per message, keyed by the pid in decimal (so one playlist's edits
+stay in order on one partition):
+
+    {"schema_version": 1,
+     "event_id": "6f1d...",
+     "event_time": "2026-11-22T09:31:02.5Z",          when the user made the edit
+     "pid": 17,
+     "added_track_uris": ["spotify:track:..."],       appended in this order (may be empty)
+     "removed_track_uris": ["spotify:track:..."],     every occurrence removed, before the additions
+     "name": "road trip"}                            the new title, or absent/null to keep it
+
+An edit is a change, not a state: a playlist's edits apply in order, and one timed at or before
+the playlist's stored state (a replay of an edit already applied, or one published out of order)
+is skipped and counted as superseded. Publish each playlist's edits in order, with rising times.
 """
 
 from __future__ import annotations
@@ -22,9 +38,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segue.vocabulary import uri_pattern
 
@@ -83,6 +99,33 @@ class TrackEvent(BaseModel):
 
 
 FEATURE_NAMES = [n for n in TrackFeatures.model_fields if n != "track_uri"]
+MAX_EDITED_TRACKS = 250  # an MPD playlist's most tracks: no one edit changes more
+
+
+class PlaylistEditEvent(BaseModel):
+    """Tracks added to or removed from a playlist, or a new title."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    event_id: str = Field(min_length=1, max_length=128)
+    event_time: AwareDatetime
+    pid: int = Field(ge=0, le=INT64_MAX)
+    added_track_uris: list[Annotated[str, Field(pattern=uri_pattern("track"))]] = Field(
+        default_factory=list, max_length=MAX_EDITED_TRACKS)
+    removed_track_uris: list[Annotated[str, Field(pattern=uri_pattern("track"))]] = Field(
+        default_factory=list, max_length=MAX_EDITED_TRACKS)
+    name: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "PlaylistEditEvent":
+        if not (self.added_track_uris or self.removed_track_uris or self.name is not None):
+            raise ValueError("an edit adds tracks, removes tracks or renames the playlist; this one does none")
+        return self
+
+    @property
+    def event_time_us(self) -> int:
+        return int(self.event_time.timestamp() * 1_000_000)
 
 
 class EventError(ValueError):
@@ -96,8 +139,19 @@ def new_event(track: dict[str, Any], event_time: datetime | None = None, event_i
             "event_time": when.isoformat().replace("+00:00", "Z"), "track": track}
 
 
-def parse_event(value: bytes | None, max_ahead_s: float | None = None, now: datetime | None = None) -> TrackEvent:
-    """The event in a message value, or EventError naming what is wrong and where.
+def new_playlist_edit(pid: int, added: list[str] = (), removed: list[str] = (), name: str | None = None,
+                      event_time: datetime | None = None, event_id: str | None = None) -> dict:
+    """A schema-1 playlist edit."""
+    when = event_time or datetime.now(timezone.utc)
+    event = {"schema_version": SCHEMA_VERSION, "event_id": event_id or str(uuid.uuid4()),
+             "event_time": when.isoformat().replace("+00:00", "Z"), "pid": pid,
+             "added_track_uris": list(added), "removed_track_uris": list(removed)}
+    return event if name is None else {**event, "name": name}
+
+
+def parse_event(value: bytes | None, max_ahead_s: float | None = None, now: datetime | None = None,
+                kind: type[TrackEvent] | type[PlaylistEditEvent] = TrackEvent) -> TrackEvent | PlaylistEditEvent:
+    """The event of `kind` in a message value, or EventError naming what is wrong and where.
 
     `max_ahead_s` refuses events timed further ahead of `now`: newest wins, so one far-future time
     would silently beat every later update of its track.
@@ -116,9 +170,9 @@ def parse_event(value: bytes | None, max_ahead_s: float | None = None, now: date
         raise EventError(f"schema_version {version!r} is not supported: this consumer reads version "
                          f"{SCHEMA_VERSION}; upgrade the consumer or publish version {SCHEMA_VERSION}")
     try:
-        event = TrackEvent.model_validate(doc)
+        event = kind.model_validate(doc)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in e.errors())
         raise EventError(f"invalid event {str(doc.get('event_id', '?'))[:128]!r}: {problems}") from None
     if max_ahead_s is not None:
         ahead = (event.event_time - (now or datetime.now(timezone.utc))).total_seconds()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
 from typing import Any
 
@@ -30,11 +32,11 @@ class TopicSetupError(RuntimeError):
 
 
 def ensure_topics(settings: SegueSettings, timeout_s: float = 30) -> None:
-    """Creates the event and dead-letter topics if they do not exist (keyed by track URI), with the
+    """Creates the track, playlist-edit and dead-letter topics if they do not exist, with the
     configured partitions, replication and min in-sync replicas, and returns once clients see their
     partitions. Existing topics are left as they are."""
     stream = settings.stream
-    names = (stream.topic, stream.dlq_topic)
+    names = (*stream.topics, stream.dlq_topic)
     configs = {} if stream.min_insync_replicas is None else {"min.insync.replicas": str(stream.min_insync_replicas)}
     admin = KafkaAdminClient(client_id="segue-admin", **connection_config(settings.kafka))
     try:
@@ -77,6 +79,16 @@ def event_producer(settings: SegueSettings, **overrides: Any) -> KafkaProducer:
                          **{**connection_config(settings.kafka), **overrides})
 
 
+def dead_letter_producer(settings: SegueSettings) -> KafkaProducer:
+    """The daemon's transactional producer: dead letters and offsets commit together."""
+    stream = settings.stream
+    transactional_id = stream.transactional_id or f"{stream.group_id}-{socket.gethostname()}-{os.getpid()}"
+    producer = event_producer(settings, transactional_id=transactional_id,
+                              transaction_timeout_ms=int(stream.transaction_timeout_s * 1000))
+    producer.init_transactions()  # aborts what an earlier process with this id left open
+    return producer
+
+
 def event_consumer(settings: SegueSettings, **overrides: Any) -> KafkaConsumer:
     """A member of the daemon's consumer group; offsets are committed by hand, after the write."""
     stream = settings.stream
@@ -86,5 +98,5 @@ def event_consumer(settings: SegueSettings, **overrides: Any) -> KafkaConsumer:
         # A write retried while Milvus is down holds the batch: allow long pauses before a rebalance.
         max_poll_interval_ms=600_000, isolation_level="read_committed",
         **{**connection_config(settings.kafka), **overrides})
-    consumer.subscribe([stream.topic])
+    consumer.subscribe(stream.topics)
     return consumer

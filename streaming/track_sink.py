@@ -45,18 +45,20 @@ class SinkWriteError(RuntimeError):
 @dataclass
 class SinkReport:
     indexed: int = 0  # tracks written to Feast and Milvus
+    edited: int = 0  # playlist edits applied to the playlists' features
     superseded: int = 0  # events older than what the feature store holds (late or replayed out of order)
     targets: dict[str, int] = field(default_factory=dict)  # Milvus collection -> rows written
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: SinkReport) -> None:
         self.indexed += other.indexed
+        self.edited += other.edited
         self.superseded += other.superseded
         for name, n in other.targets.items():
             self.targets[name] = self.targets.get(name, 0) + n
 
 
-class _StageClock:
+class StageClock:
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}
         self._last = time.perf_counter()
@@ -77,7 +79,7 @@ def newest_per_track(events: Sequence[TrackEvent]) -> list[TrackEvent]:
     return list(latest.values())
 
 
-def _record_keys(events: Sequence[TrackEvent], origins: Sequence[Origin] | None,
+def record_keys(events: Sequence[TrackEvent], origins: Sequence[Origin] | None,
                  written: Sequence[TrackEvent]) -> tuple[list[Origin] | None, dict | None]:
     """The origin of each written event, and each partition's offset range over all the events."""
     if origins is None:
@@ -91,18 +93,19 @@ def _record_keys(events: Sequence[TrackEvent], origins: Sequence[Origin] | None,
 
 
 class OfflineRecord:
-    """Appends streamed tracks as Parquet files, in the Feast source's own schema, to:
+    """Appends streamed rows of one feature table as Parquet files, in the Feast source's own
+    schema, to:
 
-    - `<stream_dir>/track_features/`: the durable record; `build_features` unions it in, so batch
-      runs and training keep the tracks after the batch tables are rebuilt;
-    - `<features_dir>/track_features/`: where Feast's offline store reads now (rebuilds, backfills).
+    - `<stream_dir>/<table>/`: the durable record; `build_features` unions it in, so batch runs and
+      training keep the streamed rows after the batch tables are rebuilt;
+    - `<features_dir>/<table>/`: where Feast's offline store reads now (rebuilds, backfills).
 
-    (Feast's push to its offline store cannot write the `Array(String)` genres column to a file
-    source, which is why the record is written here.)
+    (Feast's push to its offline store cannot write `Array(String)` columns to a file source, which
+    is why the record is written here.)
     """
 
-    def __init__(self, features_dir: Path, stream_dir: Path):
-        self.folders = [Path(stream_dir) / TABLE, Path(features_dir) / TABLE]
+    def __init__(self, features_dir: Path, stream_dir: Path, table: str = TABLE):
+        self.folders = [Path(stream_dir) / table, Path(features_dir) / table]
         self._schema: pa.Schema | None = None
 
     def schema(self, frame: pd.DataFrame) -> pa.Schema:
@@ -184,12 +187,12 @@ class TrackSink:
         latest = newest_per_track(events)
         if not latest:
             return SinkReport()
-        clock = _StageClock()
+        clock = StageClock()
         stage = "read_stored"
         try:
             uris = [e.track.track_uri for e in latest]
             stored = {row.key: row for row in self._reader.read(uris)}
-            fresh = [e for e in latest if e.event_time.timestamp() >= stored[e.track.track_uri].event_time_s]
+            fresh = [e for e in latest if e.event_time_us >= stored[e.track.track_uri].event_time_us]
             report = SinkReport(superseded=len(events) - len(fresh))
             clock.lap(stage)
             if fresh:
@@ -198,7 +201,7 @@ class TrackSink:
                 self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
                 clock.lap(stage)
                 stage = "offline_record"
-                self.record.append(frame, *_record_keys(events, origins, fresh))
+                self.record.append(frame, *record_keys(events, origins, fresh))
                 clock.lap(stage)
                 stage = "embed_and_upsert"
                 columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
@@ -227,15 +230,10 @@ class TrackSink:
         return frame
 
 
-def open_track_sink(settings) -> TrackSink:
-    """The sink of the configured feature store and index (`features.*`, `index.*`, `paths.*`)."""
-    from segue.features.store import open_store, with_socket_timeouts
+def open_track_sink(settings, store: FeatureStore) -> TrackSink:
+    """The track sink of the configured index (`index.*`, `paths.*`) over `store`."""
     from segue.indexing.milvus_connection import open_client
 
-    timeout_s = settings.stream.write_timeout_s
     upserter = TrackUpserter(open_client(settings), settings.index.alias, ModelVersions(settings.paths.models_dir),
-                             settings.index.orphan_after_s, timeout_s)
-    features = settings.features.model_copy(update={"redis_connection_string": with_socket_timeouts(
-        settings.features.redis_connection_string, timeout_s)})
-    return TrackSink(open_store(settings.model_copy(update={"features": features})), upserter,
-                     OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))
+                             settings.index.orphan_after_s, settings.stream.write_timeout_s)
+    return TrackSink(store, upserter, OfflineRecord(Path(settings.paths.features_dir), Path(settings.paths.stream_dir)))

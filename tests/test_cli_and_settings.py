@@ -102,12 +102,12 @@ def test_beam_job_graphs_carry_no_secret_and_workers_take_them_from_their_enviro
     from apache_beam.internal import pickler
 
     from segue.indexing.embedding_pipeline import WriteToMilvus
-    from segue.streaming.beam_pipeline import WriteDeadLetters, WriteTracks, _worker_settings
+    from segue.streaming.beam_pipeline import WriteDeadLetters, WriteStreamEvents, _worker_settings
 
     secrets = {"index": {"token": "root:m1lvus-s3cret"}, "kafka": {"sasl_password": "k4fka-s3cret"},
                "serve": {"admin_api_key": "adm1n-s3cret"}}
     settings = load_settings(**secrets)
-    for transform in (WriteTracks(settings), WriteDeadLetters(settings),
+    for transform in (WriteStreamEvents(settings), WriteDeadLetters(settings),
                       WriteToMilvus("http://milvus:19530", "tracks_v1", 100)):
         graph = pickler.dumps(transform)
         for section in secrets.values():
@@ -115,7 +115,7 @@ def test_beam_job_graphs_carry_no_secret_and_workers_take_them_from_their_enviro
                 assert secret.encode() not in graph, (type(transform).__name__, secret)
     monkeypatch.setenv("SEGUE_INDEX__TOKEN", "root:m1lvus-s3cret")
     monkeypatch.setenv("SEGUE_KAFKA__SASL_PASSWORD", "k4fka-s3cret")
-    worker = _worker_settings(WriteTracks(settings)._settings_json)
+    worker = _worker_settings(WriteStreamEvents(settings)._settings_json)
     assert worker.index.token.get_secret_value() == "root:m1lvus-s3cret"
     assert worker.kafka.sasl_password.get_secret_value() == "k4fka-s3cret"
     assert worker.stream == settings.stream and worker.paths == settings.paths

@@ -63,15 +63,16 @@ def test_demo_on_a_generated_sample(generated_demo):
                  "training examples (point-in-time)", "co-occurrence neighbours (Spark)",
                  "train two-tower model (TFRS)", "evaluate vs baselines (held-out)",
                  "Milvus server (segue milvus start)", "Milvus index rebuild (Beam) + swap",
-                 "stream new tracks (Kafka -> daemon -> Feast + Milvus)",
+                 "stream new tracks + a playlist edit (Kafka -> daemon -> Feast + Milvus)",
                  "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     assert "playlists=500" in out and "rules held" in out and "total" in out
     assert "Nearest tracks to " in out and "\n  5. " in out  # the index answers with five neighbours
     assert "pid 0 online=yes" in out and "unknown pid -1 found=no" in out
-    streamed = re.search(r"published=(\d+), indexed=(\d+), dead letters=0", out)
-    assert streamed and int(streamed[1]) == int(streamed[2]) > 0, out
+    streamed = re.search(r"published=(\d+), indexed=(\d+), playlist edits=(\d+), dead letters=0", out)
+    assert streamed and int(streamed[1]) == int(streamed[2]) + 1 and int(streamed[2]) > 0 and streamed[3] == "1", out
     assert "Just streamed: " in out and "\n  4. " in out
+    assert re.search(r'Just edited: playlist \d+ ".*" is now ".* \(edited\)", (\d+) -> (\d+) tracks', out), out
     assert "requests=3" in out and "ready=ready" in out
     assert out.count("Recommended for ") == 3 and "features from Feast" in out and "summer road trip" in out
     # Commands run by hand afterwards find the demo's data through the settings it wrote.
@@ -196,7 +197,7 @@ def test_demo_runs_every_stage_on_a_users_slices_without_metadata(tmp_path, gene
     out = result.stdout
     assert "metadata=none" in out and "generate MPD-shaped sample" not in out
     for step in ("train two-tower model (TFRS)", "evaluate vs baselines (held-out)",
-                 "Milvus index rebuild (Beam) + swap", "stream track updates (Kafka -> daemon -> Feast + Milvus)",
+                 "Milvus index rebuild (Beam) + swap", "stream track updates + a playlist edit (Kafka -> daemon -> Feast + Milvus)",
                  "serve recommendations (FastAPI: Feast -> query tower -> Milvus)"):
         assert f"{step}: done" in out, f"{step} missing from:\n{out}"
     streamed = re.search(r"published=(\d+), indexed=(\d+)", out)

@@ -70,8 +70,8 @@ def _wait_for(check, timeout_s: float, what: str, log: Path) -> None:
     pytest.fail(f"timed out waiting for {what}; {log.name}:\n{log.read_text()[-3000:]}")
 
 
-def _indexed(metrics: str) -> float:
-    found = re.search(r'segue_stream_events_total\{outcome="indexed"\} ([0-9.e+]+)', metrics)
+def _counted(outcome: str, metrics: str) -> float:
+    found = re.search(r'segue_stream_events_total\{outcome="%s"\} ([0-9.e+]+)' % outcome, metrics)
     return float(found[1]) if found else 0.0
 
 
@@ -122,8 +122,11 @@ def test_the_readmes_hand_run_commands_run_in_order_as_written(tmp_path):
             assert result.returncode == 0, f"`{written}` (run as `{command}`) failed after {ran}:\n" \
                                            f"{(result.stdout + result.stderr)[-3000:]}"
             ran.append(command)
-            if command.startswith("segue stream publish"):
-                _wait_for(lambda: _indexed(_get(f"http://127.0.0.1:{health}/metrics")[1]) >= 200, 180,
+            if command.startswith("segue stream publish --edits"):
+                _wait_for(lambda: _counted("edited", _get(f"http://127.0.0.1:{health}/metrics")[1]) >= 1, 180,
+                          "the daemon to apply the published edit", daemon_logs["segue stream run"])
+            elif command.startswith("segue stream publish"):
+                _wait_for(lambda: _counted("indexed", _get(f"http://127.0.0.1:{health}/metrics")[1]) >= 200, 180,
                           "the daemon to index the published tracks", daemon_logs["segue stream run"])
             if command.startswith("curl"):
                 answer = json.loads(result.stdout)

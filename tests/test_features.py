@@ -157,7 +157,7 @@ def test_examples_list_features_only_through_the_services(world, spark, examples
     shutil.copytree(repo, edited, ignore=shutil.ignore_patterns("data", "__pycache__"))
     definitions = edited / "definitions.py"
     text = definitions.read_text()
-    narrowed = text.replace('features=[playlist_snapshots_fv],',
+    narrowed = text.replace('features=[playlist_snapshots_fv[QUERY_FEATURES]],',
                             'features=[playlist_snapshots_fv[["name", "recent_track_uris"]]],')
     assert narrowed != text
     definitions.write_text(narrowed)

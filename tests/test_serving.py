@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +29,7 @@ from segue.indexing.rebuild import rebuild_index
 from segue.indexing.track_collection import BUILDING, MODEL_VERSION, STATE, collection_info, set_properties
 from segue.sample_world import private_feature_repo
 from segue.serving.api_server import ApiServerThread
+from segue.training.export import load_tower
 from segue.settings import IndexSettings, ServeSettings, settings_document
 from segue.local_ports import free_port
 
@@ -90,8 +92,6 @@ def test_known_playlist_gets_k_tracks_without_its_own(embedded):
 def test_served_rankings_are_the_offline_pipelines(embedded, trained, ranked):
     """The API and the evaluation harness give the same list for the same playlist: same merge,
     same features, same ranker (retrieval only: the same fusion order), exact search both sides."""
-    import numpy as np
-
     from segue.ranking.offline_sources import ordered
     from segue.ranking.ranker_features import ranker_features
     from segue.ranking.train_ranker import offline_sources
@@ -240,10 +240,25 @@ def test_schemathesis_finds_no_server_errors(embedded):
 # --- The Redis + Milvus server profile, `segue serve` in its own process ---------------------------
 
 
+def perturb_tower(source: Path, target: Path, seed: int) -> None:
+    """The exported tower at `source` with every trained weight moved by noise of its own spread:
+    another model, with the same inputs, saved at `target`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    loaded = tf.saved_model.load(str(source))
+    for v in loaded.pipeline.variables:
+        if v is not None and v.trainable and v.dtype.is_floating:
+            x = v.numpy()
+            v.assign(x + rng.normal(0, x.std() + 1e-3, x.shape).astype(x.dtype.name))
+    shutil.rmtree(target, ignore_errors=True)
+    tf.saved_model.save(loaded, str(target), signatures={"serving_default": loaded.signatures["serving_default"]})
+
+
 @pytest.fixture(scope="module")
 def served(world, trained, spark, milvus_server, redis_url, tmp_path_factory):
     """`segue serve` against Redis and a Milvus server, each reached through a proxy tests can cut;
-    a second model version (the same weights under another name) for the swap."""
+    a second model version (the towers' weights moved by noise) for the swap."""
     settings, _ = world
     model, _ = trained
     root = tmp_path_factory.mktemp("serve-server")
@@ -254,6 +269,8 @@ def served(world, trained, spark, milvus_server, redis_url, tmp_path_factory):
     shutil.copytree(model.path, models / first, ignore=towers)
     second = f"{first}_b"
     shutil.copytree(model.path, models / second, ignore=towers)
+    for tower in ("query", "candidate"):
+        perturb_tower(model.path / tower, models / second / tower, seed=len(tower))
     manifest = json.loads((models / second / "manifest.json").read_text())
     (models / second / "manifest.json").write_text(json.dumps({**manifest, "version": second}))
 
@@ -316,18 +333,24 @@ def test_server_profile_answers_known_and_cold_playlists_with_filters(served):
 
 
 def test_versions_stay_locked_across_a_swap_under_load(served):
-    """Requests keep coming while the nightly rebuild swaps in a build of another model version:
-    none fails, and each was answered by a query tower of its index's model version."""
+    """Requests keep coming while the nightly rebuild swaps in a build of another model version (other
+    weights): none fails, and each answer's tracks carry the cosines of its own version's towers
+    (its query tower on the playlist, the collection's candidate vectors), not the other's."""
     s, url = served["settings"], served["url"]
     client = open_client(s)
-    versions: dict[str, str] = {}
-    answers, failures, stop = [], [], threading.Event()
+    answers, failures, errors, stop = [], [], [], threading.Event()
+    pids = sorted({worker * 7 % 50 for worker in range(4)})
 
     def load(worker: int) -> None:
         session = requests.Session()
-        while not stop.is_set():
-            r = session.post(f"{url}/v1/recommendations", json={"playlist_id": worker * 7 % 50, "k": 10}, timeout=30)
-            (answers if r.status_code == 200 else failures).append(r.json() if r.status_code == 200 else r.text)
+        pid = pids[worker % len(pids)]
+        try:
+            while not stop.is_set():
+                r = session.post(f"{url}/v1/recommendations", json={"playlist_id": pid, "k": 10}, timeout=30)
+                (answers if r.status_code == 200 else failures).append((pid, r.json()) if r.status_code == 200
+                                                                       else r.text)
+        except Exception as e:  # noqa: BLE001 (a load thread's error fails the test below)
+            errors.append(repr(e))
 
     workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
     for w in workers:
@@ -336,20 +359,37 @@ def test_versions_stay_locked_across_a_swap_under_load(served):
         report = rebuild_index(s, open_store(s), served["models"] / served["second"])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(a["index"]["collection"] == report.collection
-                                                      for a in answers[-20:]):
+                                                      for _, a in answers[-20:]):
             time.sleep(0.2)
         time.sleep(1)
     finally:
         stop.set()
         for w in workers:
             w.join()
-    assert not failures, failures[:3]
-    served_versions = Counter(a["index"]["model_version"] for a in answers)
-    for a in answers:
-        name = a["index"]["collection"]
-        versions.setdefault(name, collection_info(client, name).model_version)
-        assert a["index"]["model_version"] == versions[name]
+    assert not errors and not failures, (errors[:3], failures[:3])
+    served_versions = Counter(a["index"]["model_version"] for _, a in answers)
     assert served["second"] in served_versions and len(served_versions) == 2, served_versions
+
+    features = {r.key: {k: [v] for k, v in r.features.items()} for r in lookup(open_store(s), "playlist_query_v1",
+                                                                               "pid", pids)}
+    queries = {}
+    for version in served_versions:
+        tower = load_tower(served["models"] / version / "query")
+        for pid in pids:
+            q = tower.embed(features[pid])[0]
+            queries[version, pid] = q / np.linalg.norm(q)
+    first = next(v for v in served_versions if v != served["second"])
+    assert all(queries[first, p] @ queries[served["second"], p] < 0.99 for p in pids), "the versions must differ"
+    vectors: dict[tuple[str, str], np.ndarray] = {}
+    for pid, a in answers:
+        name, version = a["index"]["collection"], a["index"]["model_version"]
+        assert version == collection_info(client, name).model_version
+        missing = [t["track_uri"] for t in a["tracks"] if (name, t["track_uri"]) not in vectors]
+        for row in client.query(name, filter=f"track_uri in {json.dumps(missing)}",
+                                output_fields=["track_uri", "embedding"]) if missing else []:
+            vectors[name, row["track_uri"]] = np.asarray(row["embedding"], np.float32)
+        cosines = [float(vectors[name, t["track_uri"]] @ queries[version, pid]) for t in a["tracks"]]
+        assert np.allclose([t["score"] for t in a["tracks"]], cosines, atol=1e-3), (version, pid)
 
 
 def test_admin_pins_a_build_and_needs_the_key(served):

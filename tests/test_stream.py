@@ -30,14 +30,16 @@ from segue.features.store import open_store
 from segue.indexing.milvus_connection import open_client
 from segue.indexing.rebuild import rebuild_index
 from segue.sample_world import private_feature_repo
-from segue.settings import IndexSettings, KafkaSettings, StreamSettings, settings_document
+from segue.settings import IndexSettings, KafkaSettings, ServeSettings, StreamSettings, settings_document
 from segue.streaming.consumer_daemon import open_daemon
 from segue.streaming.daemon_metrics import serve_health
-from segue.streaming.events import new_event
+from segue.streaming.events import new_event, new_playlist_edit
 from segue.streaming.kafka_broker import KafkaBroker
 from segue.local_ports import free_port
 from segue.streaming.kafka_clients import ensure_topics
+from segue.serving.api_server import ApiServerThread
 from segue.training.export import load_tower
+from segue.vocabulary import PLAYLIST_SERVICE
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 KEY = "track_uri"
@@ -69,7 +71,8 @@ def streamed(world, trained, milvus_server, broker, spark, tmp_path_factory):
 
 def for_test(settings, name: str, **stream):
     """Settings with this test's own topics and consumer group."""
-    update = {"topic": f"{name}.new", "dlq_topic": f"{name}.dlq", "group_id": f"{name}-group", **stream}
+    update = {"topic": f"{name}.new", "playlist_topic": f"{name}.edits", "dlq_topic": f"{name}.dlq",
+              "group_id": f"{name}-group", **stream}
     return settings.model_copy(update={"stream": settings.stream.model_copy(update=update)})
 
 
@@ -113,9 +116,9 @@ def malformed(track: dict, kind: int) -> bytes | None:
     return json.dumps(event).encode()
 
 
-def send(settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
+def send(settings, items: list[tuple[bytes | None, bytes | None]], topic: str | None = None) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
-    futures = [producer.send(settings.stream.topic, key=k, value=v) for k, v in items]
+    futures = [producer.send(topic or settings.stream.topic, key=k, value=v) for k, v in items]
     producer.flush()
     for f in futures:
         f.get(timeout=30)
@@ -124,6 +127,29 @@ def send(settings, items: list[tuple[bytes | None, bytes | None]]) -> None:
 
 def good(event: dict) -> tuple[bytes, bytes]:
     return event["track"][KEY].encode(), json.dumps(event).encode()
+
+
+def edit_message(edit: dict) -> tuple[bytes, bytes]:
+    return str(edit["pid"]).encode(), json.dumps(edit).encode()
+
+
+def playlist_states(store, pids: list[int]) -> dict[int, dict]:
+    return {row.key: row.features for row in lookup(store, PLAYLIST_SERVICE, "pid", pids) if row.found}
+
+
+def assert_states_recorded_once(settings, pids: list[int], store) -> None:
+    """The offline record of edited playlists holds each state once, and its newest is the online one."""
+    rows = pq.read_table(Path(settings.paths.stream_dir) / "playlist_snapshots").to_pylist()
+    rows = [r for r in rows if r["pid"] in set(pids)]
+    keys = Counter((r["pid"], r["event_timestamp"]) for r in rows)
+    assert all(n == 1 for n in keys.values()), [k for k, n in keys.items() if n > 1][:3]
+    online = playlist_states(store, pids)
+    newest = {}
+    for r in sorted(rows, key=lambda r: r["event_timestamp"]):
+        newest[r["pid"]] = r
+    for pid in pids:
+        assert newest[pid]["track_uris"] == online[pid]["track_uris"], pid
+        assert newest[pid]["num_edits"] == online[pid]["num_edits"], pid
 
 
 def index_rows(settings, uris: list[str], fields=(KEY, "event_time_us", "popularity")) -> list[dict]:
@@ -163,14 +189,17 @@ def committed_lag(settings) -> int:
     return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in parts)
 
 
-def read_topic(settings, topic: str, expected: int, timeout_s: float = 30) -> list[dict]:
+def read_topic(settings, topic: str, expected: int, timeout_s: float = 30, grace_s: float = 2) -> list[dict]:
+    """The topic's committed messages: waits for `expected` of them, then `grace_s` more for any
+    extra (a doubled dead letter must show)."""
     consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=int(timeout_s * 1000))
-    out = []
-    for message in consumer:
-        out.append(json.loads(message.value))
-        if len(out) >= expected:
-            break
+                             auto_offset_reset="earliest", isolation_level="read_committed")
+    out, deadline, settled = [], time.monotonic() + timeout_s, None
+    while time.monotonic() < (settled or deadline):
+        for part in consumer.poll(timeout_ms=200).values():
+            out += [json.loads(m.value) for m in part]
+        if settled is None and len(out) >= expected:
+            settled = time.monotonic() + grace_s
     consumer.close()
     return out
 
@@ -253,17 +282,27 @@ def test_poison_events_go_to_the_dead_letters_and_the_good_ones_are_indexed(stre
 
 def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
     settings, _, _ = streamed
-    s = for_test(settings, "crash", max_batch=100)
+    s = for_test(settings, "crash", max_batch=100, transactional_id="crash-daemon")
     ensure_topics(s)
     tracks = new_tracks(s, 4000, "crash")
-    send(s, [good(new_event(t)) for t in tracks])
+    # 1 in 20 malformed: each must reach the dead letters exactly once through the crash.
+    bad = {i: i % len(MALFORMED) for i in range(0, 4000, 20)}
+    send(s, [(b"bad", malformed(t, bad[i])) if i in bad else good(new_event(t)) for i, t in enumerate(tracks)])
+    # Edits ride along: two per playlist, each adding one track; each must apply exactly once.
+    store = open_store(s)
+    before = playlist_states(store, list(range(300)))
+    edited = sorted(before)[:150]
+    now = datetime.now(timezone.utc)
+    added = {pid: (tracks[2 * i][KEY], tracks[2 * i + 1][KEY]) for i, pid in enumerate(edited)}
+    send(s, [edit_message(new_playlist_edit(pid, added=[uri], event_time=now + timedelta(milliseconds=k)))
+             for k in range(2) for pid, uris in added.items() for uri in [uris[k]]], topic=s.stream.playlist_topic)
     config = tmp_path / "segue.yaml"
     config.write_text(yaml.safe_dump(settings_document(s)))
     env = {**os.environ, "SEGUE_CONFIG": str(config)}
     command = [str(Path(sys.executable).parent / "segue"), "stream", "run"]  # as users start it
 
     daemon = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    uris = [t[KEY] for t in tracks]
+    uris = [t[KEY] for i, t in enumerate(tracks) if i not in bad]
     deadline = time.monotonic() + 180
     seen = 0
     while time.monotonic() < deadline and seen < 400:
@@ -277,11 +316,17 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
 
     again = subprocess.run([*command, "--until-idle", "5"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    summary = json.loads(again.stdout.strip().splitlines()[-1])
-    assert summary["dead_letters"] == 0
     assert_exactly_once(s, uris)
     assert committed_lag(s) == 0
     assert_recorded_once(s, uris)
+    after = playlist_states(store, edited)
+    for pid in edited:
+        assert after[pid]["track_uris"][-3:] == [*before[pid]["track_uris"][-1:], *added[pid]], pid
+        assert after[pid]["num_edits"] == before[pid]["num_edits"] + 2
+        assert after[pid]["num_tracks"] == before[pid]["num_tracks"] + 2
+    assert_states_recorded_once(s, edited, store)
+    dead = read_topic(s, s.stream.dlq_topic, len(bad))
+    assert len(dead) == len(bad) and len({(d["partition"], d["offset"]) for d in dead}) == len(bad)
 
 
 @pytest.mark.parametrize("fault", ["cut", "hang"])
@@ -306,10 +351,10 @@ def test_milvus_outage_waits_then_catches_up(streamed, fault):
             proxy.cut()
         else:
             proxy.hang()
-        send(s, [good(new_event(t)) for t in tracks[500:]])
+        send(s, [good(new_event(t)) for t in tracks[500:]] + [(b"bad", malformed(t, 0)) for t in tracks[:5]])
         wait_for(lambda: daemon.metrics.failures.value("write") >= 2, 60)
         assert daemon.health.report()[0] == 503
-        assert committed_lag(s) == 500  # nothing committed while Milvus is away
+        assert committed_lag(s) == 505  # nothing committed while Milvus is away
         proxy.restore()
         wait_for(lambda: committed_lag(s) == 0, 120)
         assert daemon.health.report()[0] == 200
@@ -319,6 +364,7 @@ def test_milvus_outage_waits_then_catches_up(streamed, fault):
         proxy.close()
     assert_exactly_once(settings, [t[KEY] for t in tracks])
     assert_recorded_once(settings, [t[KEY] for t in tracks])  # the record was written before each failed upsert
+    assert len(read_topic(s, s.stream.dlq_topic, 5)) == 5  # the failed attempts sent none of their dead letters
 
 
 def test_broker_restart_resumes(streamed, broker):
@@ -371,6 +417,51 @@ def test_update_event_replaces_vector_and_features_and_a_late_event_does_not(str
     assert not np.allclose(after[0]["embedding"], before["embedding"], atol=1e-4)
 
 
+def test_playlist_edits_reach_the_next_recommendation_and_a_replay_changes_nothing(streamed):
+    settings, store, _ = streamed
+    s = for_test(settings, "edits").model_copy(update={
+        "serve": ServeSettings(port=0, refresh_s=0.5, feature_timeout_s=15, search_timeout_s=30)})
+    ensure_topics(s)
+    pid = min(playlist_states(store, list(range(20, 60))))
+    before = playlist_states(store, [pid])[pid]
+    with ApiServerThread(s) as api:
+        def recommend() -> dict:
+            r = urllib.request.Request(f"{api.url}/v1/recommendations", method="POST", data=json.dumps(
+                {"playlist_id": pid, "k": 20}).encode(), headers={"Content-Type": "application/json"})
+            return json.loads(urllib.request.urlopen(r, timeout=60).read())
+
+        first = recommend()
+        picked = [t["track_uri"] for t in first["tracks"][:3]]
+        dropped = before["track_uris"][0]
+        now = datetime.now(timezone.utc)
+        edits = [new_playlist_edit(pid, added=picked, removed=[dropped], event_time=now - timedelta(seconds=2)),
+                 new_playlist_edit(pid, name="edited by the stream", event_time=now - timedelta(seconds=1))]
+        bad = {**edits[0], "event_id": "bad", "added_track_uris": ["spotify:track:short"]}
+        send(s, [*map(edit_message, edits), edit_message(bad)], topic=s.stream.playlist_topic)
+        _, report = run_daemon(s)
+        assert (report.sink.edited, report.dead_letters) == (2, 1)
+        [dead] = read_topic(s, s.stream.dlq_topic, 1)
+        assert dead["topic"] == s.stream.playlist_topic and "added_track_uris.0" in dead["reason"]
+
+        expected = [u for u in before["track_uris"] if u != dropped] + picked
+        after = playlist_states(store, [pid])[pid]
+        assert after["track_uris"] == expected and after["recent_track_uris"] == expected[-s.features.recent_tracks:]
+        assert after["name"] == "edited by the stream"
+        assert after["num_edits"] == before["num_edits"] + 2
+        assert after["num_tracks"] == before["num_tracks"] - before["track_uris"].count(dropped) + 3
+        second = recommend()
+        assert second["excluded_seeds"] == len(set(expected)) != first["excluded_seeds"]
+        assert not set(picked) & {t["track_uri"] for t in second["tracks"]}
+
+    # Another consumer group reads both topics from the start, as a crash before the commit would.
+    replay = s.model_copy(update={"stream": s.stream.model_copy(update={
+        "group_id": "edits-replay", "dlq_topic": "edits-replay.dlq"})})
+    _, again = run_daemon(replay)
+    assert (again.sink.edited, again.sink.superseded) == (0, 2)
+    assert playlist_states(store, [pid])[pid] == after
+    assert_states_recorded_once(s, [pid], store)
+
+
 def test_beam_pipeline_shares_the_daemons_steps(streamed):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -383,8 +474,13 @@ def test_beam_pipeline_shares_the_daemons_steps(streamed):
     tracks = new_tracks(s, 300, "beam")
     messages = [KafkaMessage(s.stream.topic, 0, i, *good(new_event(t))) for i, t in enumerate(tracks)]
     messages += [KafkaMessage(s.stream.topic, 1, k, b"x", malformed(tracks[k], k)) for k in range(len(MALFORMED))]
+    pid = min(playlist_states(store, list(range(100, 140))))
+    edit = new_playlist_edit(pid, added=[tracks[0][KEY]], name="edited through Beam")
+    messages.append(KafkaMessage(s.stream.playlist_topic, 0, 0, *edit_message(edit)))
     run_stream_pipeline(s, PipelineOptions(["--runner=DirectRunner"]), beam.Create(messages))
     assert_exactly_once(s, [t[KEY] for t in tracks])
+    edited = playlist_states(store, [pid])[pid]
+    assert edited["name"] == "edited through Beam" and edited["track_uris"][-1] == tracks[0][KEY]
     dead = read_topic(s, s.stream.dlq_topic, len(MALFORMED))
     assert sorted(d["offset"] for d in dead) == list(range(len(MALFORMED)))
 
@@ -398,7 +494,7 @@ def wait_for(condition, timeout_s: float, observe=None) -> None:
     raise AssertionError(f"not reached within {timeout_s} s" + (f"; last seen: {observe()}" if observe else ""))
 
 
-def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, tmp_path):
+def test_a_batch_features_run_keeps_the_streamed_tracks_and_edits(streamed, world, spark, tmp_path):
     from segue.batch.build_features import build_features
 
     settings, _, _ = streamed
@@ -406,10 +502,18 @@ def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, 
     ensure_topics(s)
     tracks = new_tracks(s, 50, "batchrun")
     send(s, [good(new_event(t)) for t in tracks])
+    pid = min(playlist_states(streamed[1], list(range(60, 100))))
+    edit = new_playlist_edit(pid, added=[tracks[0][KEY]], name="kept by the batch run")
+    send(s, [edit_message(edit)], topic=s.stream.playlist_topic)
     run_daemon(s)
+    edited = playlist_states(streamed[1], [pid])[pid]
     source, _ = world
     manifest = build_features(spark, source.paths.warehouse_dir, tmp_path / "features", source.features,
-                              Path(s.paths.stream_dir) / "track_features")
+                              Path(s.paths.stream_dir))
+    snapshots = pq.read_table(tmp_path / "features" / "playlist_snapshots").to_pylist()
+    newest = max((r for r in snapshots if r["pid"] == pid), key=lambda r: r["event_timestamp"])
+    assert newest["name"] == "kept by the batch run" and newest["track_uris"] == edited["track_uris"]
+    assert manifest["streamed_playlist_states"] >= 1
     table = pq.read_table(tmp_path / "features" / "track_features").to_pylist()
     by_uri = {r[KEY]: r for r in table}
     assert len(by_uri) == len(table), "one row per track, batch or streamed"
@@ -421,7 +525,7 @@ def test_a_batch_features_run_keeps_the_streamed_tracks(streamed, world, spark, 
 def test_beam_pipeline_streams_from_the_real_broker_on_a_local_flink(streamed, tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from segue.streaming.beam_pipeline import ReadTrackMessages, run_stream_pipeline
+    from segue.streaming.beam_pipeline import ReadStreamMessages, run_stream_pipeline
     from segue.streaming.flink_job_server import FlinkJobServer
 
     settings, _, _ = streamed
@@ -432,7 +536,7 @@ def test_beam_pipeline_streams_from_the_real_broker_on_a_local_flink(streamed, t
     send(s, [good(new_event(t)) for t in tracks[:100]])
     with FlinkJobServer(tmp_path / "flink") as server:
         options = PipelineOptions(server.pipeline_options() + ["--streaming"])
-        run_stream_pipeline(s, options, ReadTrackMessages(s, server.expansion_service), wait=False)
+        run_stream_pipeline(s, options, ReadStreamMessages(s, server.expansion_service), wait=False)
         wait_for(lambda: len(index_rows(s, uris[:100], (KEY,))) == 100, 240,
                  lambda: len(index_rows(s, uris[:100], (KEY,))))
         # Events published while the pipeline runs, bad ones among them.

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from segue.settings import StreamSettings
-from segue.streaming.consumer_daemon import TrackStreamDaemon
+from segue.streaming.consumer_daemon import StreamDaemon
 from segue.streaming.daemon_metrics import DaemonHealth, StreamMetrics
 from segue.streaming.events import Origin, new_event
 from segue.streaming.track_sink import OfflineRecord, SinkReport, SinkWriteError
@@ -43,20 +43,37 @@ class OneBatchConsumer:
     def highwater(self, tp):
         return None
 
-    def commit(self, offsets):
-        self.committed.update({tp.partition: o.offset for tp, o in offsets.items()})
+    def group_metadata(self):
+        return "group"
 
     def close(self, autocommit=False):
         pass
 
 
 class Producer:
-    def __init__(self):
-        self.sent = []
+    """A transactional producer: dead letters and offsets become visible only on commit."""
+
+    def __init__(self, consumer):
+        self.consumer, self.sent, self._pending = consumer, [], None
+
+    def begin_transaction(self):
+        assert self._pending is None, "a transaction is already open"
+        self._pending = ([], {})
 
     def send(self, topic, key, value):
-        self.sent.append(json.loads(value))
-        return namedtuple("Sent", "get")(lambda timeout: None)
+        self._pending[0].append(json.loads(value))
+
+    def send_offsets_to_transaction(self, offsets, group_metadata):
+        self._pending[1].update({tp.partition: o.offset for tp, o in offsets.items()})
+
+    def commit_transaction(self):
+        letters, offsets = self._pending
+        self.sent += letters
+        self.consumer.committed.update(offsets)
+        self._pending = None
+
+    def abort_transaction(self):
+        self._pending = None
 
     def flush(self, timeout):
         pass
@@ -87,9 +104,10 @@ class Sink:
 def daemon_for(n, sink, stop=None):
     records = [Record("t", 0, i, uri(i).encode(), json.dumps(new_event({**TRACK, "track_uri": uri(i)})).encode())
                for i in range(n)]
-    consumer, producer = OneBatchConsumer(records), Producer()
+    consumer = OneBatchConsumer(records)
+    producer = Producer(consumer)
     stream = StreamSettings(retry_initial_s=0.01, retry_max_s=0.01, isolate_after_failures=2, health_port=None)
-    daemon = TrackStreamDaemon(stream, consumer, producer, sink, StreamMetrics(), DaemonHealth(),
+    daemon = StreamDaemon(stream, consumer, producer, sink, StreamMetrics(), DaemonHealth(),
                                stop or threading.Event())
     return daemon, consumer, producer
 
