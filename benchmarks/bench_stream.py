@@ -119,8 +119,9 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
             "stage_seconds": stages}
 
 
-def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
-    s = with_topics(settings, "freshness", name)
+def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible) -> dict:
+    """Publishes (topic, key, event) at `rate` to a running daemon, each event timed at its send; a
+    checker asks `visible(pending keys)` every 50 ms which of them serving sees now."""
     ensure_topics(s)
     stop = threading.Event()
     daemon = open_daemon(s, stop)
@@ -128,81 +129,63 @@ def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
     runner.start()
     while not daemon.consumer.assignment():
         time.sleep(0.05)
-    published: dict[str, float] = {}
-    seen: dict[str, float] = {}
+    published: dict = {}
+    seen: dict = {}
     done = threading.Event()
 
     def check():
-        client = open_client(s)
         while not (done.is_set() and len(seen) == len(published)):
-            pending = [u for u in list(published) if u not in seen][:1000]
+            pending = [k for k in list(published) if k not in seen][:1000]
             if pending:
-                rows = client.query(s.index.alias, filter=f"{KEY} in {json.dumps(pending)}", output_fields=[KEY],
-                                    consistency_level="Strong")
+                found = visible(pending)
                 now = time.time()
-                for r in rows:
-                    seen.setdefault(r[KEY], now)
+                for k in found:
+                    seen.setdefault(k, now)
             time.sleep(0.05)
 
     checker = threading.Thread(target=check)
     checker.start()
     producer = event_producer(s)
     start = time.monotonic()
-    for i, track in enumerate(tracks):
+    for i, (topic, key, event) in enumerate(messages):
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
-        event = new_event(track)
-        published[track[KEY]] = datetime.fromisoformat(event["event_time"]).timestamp()
-        producer.send(s.stream.topic, key=track[KEY].encode(), value=json.dumps(event).encode())
+        event = {**event, "event_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+        published[key] = datetime.fromisoformat(event["event_time"]).timestamp()
+        producer.send(topic, key=str(key).encode(), value=json.dumps(event).encode())
     producer.flush()
     done.set()
     checker.join(120)
     stop.set()
     runner.join(60)
     return _lags(published, seen, rate)
+
+
+def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
+    """Track events; each is fresh when a query of the serving alias returns its track."""
+    s = with_topics(settings, "freshness", name)
+    client = open_client(s)
+
+    def visible(uris: list[str]) -> list[str]:
+        rows = client.query(s.index.alias, filter=f"{KEY} in {json.dumps(uris)}", output_fields=[KEY],
+                            consistency_level="Strong")
+        return [r[KEY] for r in rows]
+
+    return _freshness(s, [(s.stream.topic, t[KEY], new_event(t)) for t in tracks], rate, visible)
 
 
 def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
-    """Edits published at `rate`; each is fresh when its playlist's online features show its name."""
+    """Playlist edits; each is fresh when its playlist's online features show its name."""
     s = with_topics(settings, "edit-freshness", name)
-    ensure_topics(s)
-    stop = threading.Event()
-    daemon = open_daemon(s, stop)
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
-    while not daemon.consumer.assignment():
-        time.sleep(0.05)
-    published: dict[int, float] = {}
     wanted = {e["pid"]: e["name"] for e in edits}
-    seen: dict[int, float] = {}
-    done = threading.Event()
+    readers = []  # made in the checker's thread (SQLite connections stay in theirs)
 
-    def check():
-        reader = OnlineFeatureReader(open_store(s), PLAYLIST_SERVICE, PLAYLIST_KEY, only=["playlist_snapshots:name"])
-        while not (done.is_set() and len(seen) == len(published)):
-            pending = [pid for pid in list(published) if pid not in seen][:1000]
-            if pending:
-                rows = reader.read(pending)
-                now = time.time()
-                for r in rows:
-                    if r.found and r.features.get("name") == wanted[r.key]:
-                        seen.setdefault(r.key, now)
-            time.sleep(0.05)
+    def visible(pids: list[int]) -> list[int]:
+        if not readers:
+            readers.append(OnlineFeatureReader(open_store(s), PLAYLIST_SERVICE, PLAYLIST_KEY,
+                                               only=["playlist_snapshots:name"]))
+        return [r.key for r in readers[0].read(pids) if r.found and r.features.get("name") == wanted[r.key]]
 
-    checker = threading.Thread(target=check)
-    checker.start()
-    producer = event_producer(s)
-    start = time.monotonic()
-    for i, edit in enumerate(edits):
-        time.sleep(max(0.0, start + i / rate - time.monotonic()))
-        edit = {**edit, "event_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
-        published[edit["pid"]] = datetime.fromisoformat(edit["event_time"]).timestamp()
-        producer.send(s.stream.playlist_topic, key=str(edit["pid"]).encode(), value=json.dumps(edit).encode())
-    producer.flush()
-    done.set()
-    checker.join(120)
-    stop.set()
-    runner.join(60)
-    return _lags(published, seen, rate)
+    return _freshness(s, [(s.stream.playlist_topic, e["pid"], e) for e in edits], rate, visible)
 
 
 def _lags(published: dict, seen: dict, rate: float) -> dict:

@@ -127,7 +127,7 @@ class StreamDaemon:
         finally:
             self._close()
         _LOGGER.info("stream daemon stopped", extra={"batches": report.batches, "events": report.events,
-                                                     "indexed": report.sink.indexed,
+                                                     "indexed": report.sink.indexed, "edited": report.sink.edited,
                                                      "dead_letters": report.dead_letters})
         return report
 

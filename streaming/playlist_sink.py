@@ -72,13 +72,18 @@ class PlaylistEditSink:
                         setter[e.pid] = e  # a replay of the edit that made the stored state: record it again
             edits = {pid: [(e.added_track_uris, e.removed_track_uris, e.name) for e in applied[pid]]
                      for pid in setter}
-            needed = set()
+            # Durations of the tracks added and removed; artists and albums of the new recent window,
+            # most of which the stored window already holds.
+            needed, known = set(), {}
             for pid, changes in edits.items():
+                window = _window_facts(stored[pid].features)
                 after, removed = edited_track_list(stored[pid].features.get("track_uris") or [],
                                                    [(a, r) for a, r, _ in changes])
-                needed |= set(removed) | {uri for a, _, _ in changes for uri in a} | set(
-                    recent_window(after, self.sequences))
-            tracks = {row.key: row.features for row in self._tracks.read(sorted(needed))} if needed else {}
+                needed |= set(removed) | {uri for a, _, _ in changes for uri in a} | (
+                    set(recent_window(after, self.sequences)) - set(window))
+                known |= window
+            read = {row.key: row.features for row in self._tracks.read(sorted(needed))} if needed else {}
+            tracks = known | read
             clock.lap(stage)
             report = SinkReport(superseded=superseded)
             if setter:
@@ -108,6 +113,15 @@ class PlaylistEditSink:
         frame = pd.DataFrame(rows)
         frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")
         return frame
+
+
+def _window_facts(features: dict) -> dict[str, dict]:
+    """Each track of the stored recent window with its artist and album, when the three stored
+    sequences line up (they do unless a track had no artist or album, which the batch skips)."""
+    window = [features.get(f"recent_{kind}_uris") or [] for kind in ("track", "artist", "album")]
+    if not len(window[0]) == len(window[1]) == len(window[2]):
+        return {}
+    return {t: {"artist_uri": a, "album_uri": al} for t, a, al in zip(*window)}
 
 
 def open_playlist_sink(settings, store: FeatureStore) -> PlaylistEditSink:
