@@ -4,8 +4,9 @@
     segue batch examples ...                         (the same job, in-process)
 
 An example is (playlist state just before position p -> a track at p or later): continuation asks
-for any of the hidden tracks, not only the next one. Query positions are sampled, at most
-`positions_per_playlist` per playlist, so long playlists do not dominate, and each gets up to
+for any of the hidden tracks, not only the next one. Query positions are sampled, a share
+(`positions_share`) of each playlist's tracks and at most `positions_per_playlist`, so examples
+grow with the entries while the longest playlists do not dominate, and each gets up to
 `labels_per_position` labels drawn from the tracks at and after it. Features come from Feast's
 `get_historical_features` with the FeatureServices `playlist_query_v1` (as of one second before
 the track at p was added; read once per query position) and `track_candidate_v1` (the label track
@@ -53,10 +54,17 @@ def _unit_hash(*cols: Column | str, seed: int) -> Column:
     return (F.abs(F.xxhash64(*cols, F.lit(seed))) % 1_000_000) / 1_000_000.0
 
 
-def sample_positions(timeline: DataFrame, k: int, seed: int) -> DataFrame:
-    """At most k positions per playlist, uniformly, so long playlists do not dominate."""
-    order = Window.partitionBy("pid").orderBy(F.xxhash64("pid", "pos", F.lit(seed)))
-    return timeline.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= k).drop("_r")
+def sample_positions(timeline: DataFrame, share: float, cap: int, seed: int) -> DataFrame:
+    """A playlist's positions, uniformly: `share` of its tracks (at least one), at most `cap`.
+
+    Examples grow with the entries, so a long playlist teaches more than a short one, while the
+    cap keeps the longest from dominating.
+    """
+    by_pid = Window.partitionBy("pid")
+    order = by_pid.orderBy(F.xxhash64("pid", "pos", F.lit(seed)))
+    k = F.least(F.lit(cap), F.greatest(F.lit(1), F.ceil(F.count("*").over(by_pid) * F.lit(share))))
+    return (timeline.withColumn("_r", F.row_number().over(order)).withColumn("_k", k)
+            .where(F.col("_r") <= F.col("_k")).drop("_r", "_k"))
 
 
 def continuation_labels(timeline: DataFrame, positions: DataFrame, labels: int, seed: int) -> DataFrame:
@@ -174,7 +182,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     timeline = spark.read.parquet(str(features_dir / "playlist_timeline")).cache()
     t = split_time(timeline, cfg.split_quantile)
     roles = playlist_roles(timeline, t, cfg.heldout_share, cfg.seed).cache()
-    positions = sample_positions(timeline, cfg.positions_per_playlist, cfg.seed)
+    positions = sample_positions(timeline, cfg.positions_share, cfg.positions_per_playlist, cfg.seed)
     labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
     sampled = assign_splits(labelled, roles, t)
     chunks = max(1, -(-positions.count() // cfg.positions_per_chunk))
@@ -206,7 +214,8 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
             "split_time": t.isoformat(), "features": str(features_dir.absolute()),
             "feature_store": str(store.repo_path),
             "feature_services": {s: service_features(store, s) for s in (PLAYLIST_SERVICE, TRACK_SERVICE)},
-            "positions_per_playlist": cfg.positions_per_playlist, "labels_per_position": cfg.labels_per_position,
+            "positions_share": cfg.positions_share, "positions_per_playlist": cfg.positions_per_playlist,
+            "labels_per_position": cfg.labels_per_position,
             "chunks": chunks, "query_positions": query_positions, "counts": counts_by_split,
             "heldout_playlists": len(heldout), "ranker_cases": len(ranking),
             "heldout_by_category": heldout.category.value_counts().to_dict(),

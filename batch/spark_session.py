@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from segue.settings import SparkSettings
@@ -16,9 +16,10 @@ LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def build_spark(app_name: str, settings: SparkSettings, master: str | None = None) -> SparkSession:
-    """Gets or creates the session. Under `spark-submit` the submitted master wins unless one is given."""
+    """Gets or creates the session. Under `spark-submit` its master is used (`--master`, default
+    local[*]) unless the job is given one; in-process, `master` or `settings.master`."""
     builder = SparkSession.builder.appName(app_name)
-    if master or not SparkConf().contains("spark.master"):
+    if master or not _submitted_master():
         builder = builder.master(master or settings.master)
     conf = {
         "spark.driver.memory": settings.driver_memory,
@@ -45,3 +46,19 @@ def build_spark(app_name: str, settings: SparkSettings, master: str | None = Non
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _submitted_master() -> str | None:
+    """`spark-submit --master`'s URL when this process runs under spark-submit, else None.
+
+    A SparkConf made before the JVM gateway is up holds no defaults, so it never sees the
+    submitted master: under spark-submit the gateway is already running (its port is in the
+    environment), and connecting to it first lets the conf read the submitted properties. Outside
+    spark-submit nothing is started here: the builder starts the JVM with the driver settings.
+    """
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return None
+    SparkContext._ensure_initialized()
+    conf = SparkConf()
+    return conf.get("spark.master") if conf.contains("spark.master") else None
+

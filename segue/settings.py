@@ -77,7 +77,8 @@ class PathSettings(Section):
 class SparkSettings(Section):
     """The Spark session the batch jobs build. `master` is any Spark master URL."""
 
-    master: str = "local[*]"
+    master: str = Field("local[*]", description="Spark master URL of jobs run in-process (`segue batch ...`); "
+                                                "under spark-submit its `--master` (default local[*]) is used")
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(8, ge=1)
     conf: dict[str, str] = Field(default_factory=dict)
@@ -125,7 +126,9 @@ class FeatureSettings(Section):
 class ExampleSettings(Section):
     """`segue batch examples`: how training examples are sampled and split."""
 
-    positions_per_playlist: int = Field(16, ge=1, description="Query positions sampled per playlist")
+    positions_share: float = Field(0.35, gt=0, le=1, description="Share of a playlist's tracks sampled as "
+                                                                  "query positions (at least one)")
+    positions_per_playlist: int = Field(64, ge=1, description="At most this many query positions per playlist")
     labels_per_position: int = Field(2, ge=1, description="Labels per query position, drawn from the tracks at "
                                                           "and after it (continuation asks for any later track)")
     split_quantile: float = Field(0.8, gt=0, lt=1,

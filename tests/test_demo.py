@@ -87,18 +87,6 @@ def test_demo_on_a_generated_sample(generated_demo):
         assert f"| {model} |" in table
 
 
-def test_demo_on_a_users_slices_without_metadata(tmp_path, fixture_mpd):
-    own = tmp_path / "my-mpd"
-    own.mkdir()
-    shutil.copy(fixture_mpd / "mpd.slice.0-2.json", own)
-    result = _run(["demo", "--out", "demo", "--mpd", str(own)], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "generate" not in result.stdout
-    assert "playlist_tracks=9" in result.stdout and "metadata=none" in result.stdout
-    assert "training examples (point-in-time): done" in result.stdout
-    assert "skipping training" in result.stdout  # three playlists do not fill a batch
-
-
 def test_the_demo_leaves_a_platform_whose_api_stream_and_rebuild_run_together(generated_demo):
     """After `make demo`, on the default profile: `segue serve` (two worker processes), `segue stream
     run` and `segue index rebuild` as separate processes on one index, each given the demo's settings

@@ -10,6 +10,7 @@ import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -134,6 +135,14 @@ def test_examples_carry_nothing_from_their_future(world, examples):
             len(row.playlist_snapshots__recent_track_uris) == 0
         assert row.label_pos >= row.pos and tracks_of[row.pid][row.label_pos] == row.track_uri
         assert row.query_at <= row.added_at
+    # Positions grow with a playlist's length up to the cap: a share of its tracks, at least one.
+    cfg = world[0].examples
+    last_edit = timeline.groupby("pid").added_at.max()
+    past = last_edit[last_edit < t].index
+    sampled = train[train.pid.isin(past)].groupby("pid").pos.nunique()
+    lengths = timeline.groupby("pid").size()[past]
+    wanted = np.minimum(cfg.positions_per_playlist, np.maximum(1, np.ceil(lengths * cfg.positions_share)))
+    assert sampled.reindex(past, fill_value=0).equals(wanted.astype(int)) and wanted.nunique() > 1
     # Labels reach past the next track, and query positions are read once for several labels.
     assert (train.label_pos > train.pos).mean() > 0.3
     assert manifest["query_positions"] < sum(manifest["counts"].values())

@@ -312,3 +312,49 @@ def test_a_row_milvus_would_refuse_is_named_before_the_write():
     assert row["genres"] == ["pop"] and row["explicit"] == -1 and row["popularity"] == -1
     with pytest.raises(ValueError, match="field `album_uri` has 600 characters"):
         track_row("spotify:track:bad", {"album_uri": "x" * 600}, [0.0] * 4, 5, "stream", 6)
+
+
+def _collection_rows(client, collection: str) -> dict[str, dict]:
+    """Every row of a build but the times it was written at, by track."""
+    fields = [KEY, "embedding", "artist_uri", "album_uri", "explicit", "popularity", "release_year",
+              "first_added_s", "genres", "source"]
+    iterator = client.query_iterator(collection, batch_size=1000, filter=f'{KEY} != ""', output_fields=fields,
+                                     consistency_level="Strong")
+    rows: dict[str, dict] = {}
+    try:
+        while batch := iterator.next():
+            rows.update({r[KEY]: r for r in batch})
+    finally:
+        iterator.close()
+    return rows
+
+
+def test_the_rebuild_on_a_local_flink_writes_the_direct_runners_rows(world, trained, milvus_server, tmp_path):
+    """The same rebuild pipeline on Beam's portable runner against a local Flink job server (the
+    one the stream's Beam test uses): only `index.beam_runner` and `index.beam_options` change."""
+    import numpy as np
+
+    from segue.streaming.flink_job_server import FlinkJobServer
+
+    settings, store = world
+    model = trained[0].path
+
+    def on(alias: str, runner: str = "DirectRunner", options: list[str] | None = None):
+        index = IndexSettings(profile="cpu_hnsw", uri=milvus_server, alias=alias, validation_queries=50,
+                              beam_runner=runner, beam_options=options or [])
+        paths = settings.paths.model_copy(update={"index_dir": tmp_path / alias})
+        return settings.model_copy(update={"index": index, "paths": paths})
+
+    direct = rebuild_index(on("direct_rebuild"), store, model)
+    with FlinkJobServer(tmp_path / "flink") as server:
+        runner, *options = server.pipeline_options()
+        flink = rebuild_index(on("flink_rebuild", runner.split("=", 1)[1], options), store, model)
+    assert flink.validation["ok"] and flink.rows == flink.written == direct.rows == direct.snapshot_rows > 1000
+    client = open_client(on("direct_rebuild"))
+    a, b = _collection_rows(client, direct.collection), _collection_rows(client, flink.collection)
+    assert a.keys() == b.keys() and len(a) == direct.rows
+    for uri, row in a.items():
+        other = b[uri]
+        assert {k: v for k, v in row.items() if k != "embedding"} == \
+               {k: v for k, v in other.items() if k != "embedding"}, uri
+        np.testing.assert_allclose(row["embedding"], other["embedding"], rtol=0, atol=1e-6, err_msg=uri)
