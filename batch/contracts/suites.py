@@ -135,7 +135,11 @@ def playlist_snapshots() -> list[Expectation]:
 def track_features() -> list[Expectation]:
     return [
         *_not_null("track_uri", "event_timestamp", "artist_uri", "album_uri"),
-        _unique("track_uri"),
+        # The batch job writes one row per track; the stream adds a row per update it records, so
+        # the table Feast reads holds a track's versions, one per time.
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["track_uri", "event_timestamp"],
+            description="one row per (`track_uri`, `event_timestamp`): a point-in-time join has one answer"),
         gxe.ExpectColumnValuesToBeBetween(column="popularity", min_value=0, max_value=100,
                                           description="`popularity` is within [0, 100] when known"),
         *_unit_interval("danceability", "energy", "valence", "acousticness"),
