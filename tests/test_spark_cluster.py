@@ -129,8 +129,13 @@ def test_ingest_features_and_examples_on_a_standalone_cluster_equal_local_mode(t
         submit("build_features.py")
         apply_definitions(cluster)
         submit("build_examples.py")
-        with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
-            apps = json.load(r)["completedapps"]
+        deadline = time.monotonic() + 60
+        while True:  # the master hears of a finished application asynchronously
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as r:
+                apps = json.load(r)["completedapps"]
+            if len(apps) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     # Each job ran as an application of this master, its tasks on the worker's executors.
     assert sorted(a["name"] for a in apps) == ["segue-build_examples", "segue-build_features", "segue-ingest"]
 
