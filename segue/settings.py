@@ -285,6 +285,10 @@ class StreamSettings(Section):
                                         "(those go to the dead-letter topic, the rest is written)")
     max_event_ahead_s: float = Field(3600.0, gt=0, description="Events timed further ahead of the consumer's "
                                      "clock are dead letters (a far-future time would win every later update)")
+    session_timeout_s: float = Field(45.0, ge=6, le=1800, description="How long the group waits for a silent "
+                                     "daemon (killed, or its host gone) before its partitions go to the others: "
+                                     "lower fails over sooner, but a daemon stalled longer than this is taken "
+                                     "for dead. Kafka's default")
     rejoin_after_s: float = Field(20.0, ge=0, description="A member left without partitions this long leaves "
                                   "and rejoins its group (kafka-python 3.0 can lose an assignment in a quick "
                                   "second rebalance); 0 turns it off. Run at most one daemon per partition.")

@@ -96,7 +96,8 @@ def event_consumer(settings: SegueSettings, **overrides: Any) -> KafkaConsumer:
         client_id="segue-stream", group_id=stream.group_id, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=stream.max_batch,
         # A write retried while Milvus is down holds the batch: allow long pauses before a rebalance.
-        max_poll_interval_ms=600_000, isolation_level="read_committed",
+        max_poll_interval_ms=600_000, session_timeout_ms=int(stream.session_timeout_s * 1000),
+        isolation_level="read_committed",
         **{**connection_config(settings.kafka), **overrides})
     consumer.subscribe(stream.topics)
     return consumer

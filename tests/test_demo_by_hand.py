@@ -3,7 +3,7 @@
 The commands are read from README.md, so an edit there is what this test runs. The test plays the
 user on a fresh folder laid out like the checkout (`segue.yaml`, `batch/` for `spark-submit`) and
 changes only what a machine shared with other tests needs, each change named below: a smaller
-sample, free ports instead of the defaults (by `SEGUE_*` variables and in the curl lines), its own
+sample and shorter training, free ports instead of the defaults (by `SEGUE_*` variables and in the curl lines), its own
 copy of the Feast repo, and concrete values where the README shows a placeholder.
 """
 
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DAEMONS = ("segue serve", "segue stream run")  # they run until stopped: started in the background
 SAMPLE = ("--playlists 10000", "--playlists 400")
+SHORTER = ("--set epochs=5", "--set epochs=1")  # the README's second training only shows `--set`
 
 
 def readme_commands(readme: str) -> list[str]:
@@ -79,6 +80,7 @@ def _counted(outcome: str, metrics: str) -> float:
 def test_the_readmes_hand_run_commands_run_in_order_as_written(tmp_path):
     commands = readme_commands((ROOT / "README.md").read_text())
     assert commands[0].startswith("segue data generate") and SAMPLE[0] in commands[0], commands[:2]
+    assert any(SHORTER[0] in c for c in commands), "the README's `segue train --set` line changed"
     shutil.copy(ROOT / "segue.yaml", tmp_path / "segue.yaml")
     (tmp_path / "batch").symlink_to(ROOT / "batch")
     shutil.copytree(ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data", "__pycache__"))
@@ -99,7 +101,7 @@ def test_the_readmes_hand_run_commands_run_in_order_as_written(tmp_path):
     ran: list[str] = []
     try:
         for step, written in enumerate(commands):
-            command = _optional_groups_dropped(written).replace(*SAMPLE).replace("localhost:8000", f"localhost:{api}")
+            command = _optional_groups_dropped(written).replace(*SAMPLE).replace(*SHORTER).replace("localhost:8000", f"localhost:{api}")
             if "<id>" in command or "spotify:track:..." in command:
                 track = _a_track(tmp_path / "data" / "mpd")
                 command = command.replace("spotify:track:<id>", track).replace("spotify:track:...", track)

@@ -95,7 +95,7 @@ def _assert_same(cluster: dict[str, pd.DataFrame], local: dict[str, pd.DataFrame
 
 def test_ingest_features_and_examples_on_a_standalone_cluster_equal_local_mode(tmp_path, spark):
     mpd = tmp_path / "mpd"
-    generate(mpd, playlists=300, seed=19, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
+    generate(mpd, playlists=120, seed=19, tastes=8, start=date(2014, 1, 1), end=date(2017, 11, 1),
              challenge_playlists=20, progress=False)
 
     # Local mode, in-process (the `spark` fixture: local[2]).

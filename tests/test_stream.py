@@ -1,11 +1,12 @@
 """The stream against a real Kafka broker, a real Milvus server and a real Feast repo: 10,000 events
-with 2% malformed, kill -9 mid-batch, a Milvus outage, a broker restart, updates, and the Beam pipeline."""
+with 2% malformed, a daemon of a consumer group killed mid-batch, a Milvus outage, a broker restart, updates, and the Beam pipeline."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,12 +179,14 @@ def assert_recorded_once(settings, uris: list[str]) -> None:
                                      f"{sum(n > 1 for n in counts.values())} doubled")
 
 
-def committed_lag(settings) -> int:
+def committed_lag(settings, topics: list[str] | None = None) -> int:
+    """Messages of `topics` (the track topic) the daemon's group has not committed."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     committed = admin.list_group_offsets(settings.stream.group_id).get(settings.stream.group_id, {})
     admin.close()
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    parts = [TopicPartition(settings.stream.topic, p) for p in consumer.partitions_for_topic(settings.stream.topic)]
+    parts = [TopicPartition(topic, p) for topic in topics or [settings.stream.topic]
+             for p in consumer.partitions_for_topic(topic)]
     ends = consumer.end_offsets(parts)
     consumer.close()
     return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in parts)
@@ -280,11 +283,25 @@ def test_poison_events_go_to_the_dead_letters_and_the_good_ones_are_indexed(stre
     assert "track.artist_followers" in reasons[0] + reasons[1] and "stream.max_event_ahead_s" in reasons[0] + reasons[1]
 
 
-def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
+def _daemon_counted(port: int, outcome: str) -> float:
+    try:
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    found = re.search(r'segue_stream_events_total\{outcome="%s"\} ([0-9.e+]+)' % outcome, metrics)
+    return float(found[1]) if found else 0.0
+
+
+def test_a_daemon_killed_mid_batch_in_a_consumer_group_hands_over_losing_and_doubling_nothing(streamed, tmp_path):
+    """Two `segue stream run` daemons in one consumer group share 4-partition topics; one is killed
+    with SIGKILL while both are writing. Once its session times out the group rebalances, the survivor
+    replays the dead member's uncommitted batch from the committed offsets and finishes: each track
+    indexed and recorded once, each edit applied once, each dead letter committed once."""
     settings, _, _ = streamed
-    s = for_test(settings, "crash", max_batch=100, transactional_id="crash-daemon")
+    # Each daemon gets its own transactional id; the dead member is noticed after 10 s, not 45.
+    s = for_test(settings, "group", max_batch=100, partitions=4, session_timeout_s=10)
     ensure_topics(s)
-    tracks = new_tracks(s, 4000, "crash")
+    tracks = new_tracks(s, 4000, "group")
     # 1 in 20 malformed: each must reach the dead letters exactly once through the crash.
     bad = {i: i % len(MALFORMED) for i in range(0, 4000, 20)}
     send(s, [(b"bad", malformed(t, bad[i])) if i in bad else good(new_event(t)) for i, t in enumerate(tracks)])
@@ -298,26 +315,39 @@ def test_kill_minus_9_mid_batch_loses_and_doubles_nothing(streamed, tmp_path):
              for k in range(2) for pid, uris in added.items() for uri in [uris[k]]], topic=s.stream.playlist_topic)
     config = tmp_path / "segue.yaml"
     config.write_text(yaml.safe_dump(settings_document(s)))
-    env = {**os.environ, "SEGUE_CONFIG": str(config)}
     command = [str(Path(sys.executable).parent / "segue"), "stream", "run"]  # as users start it
-
-    daemon = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    uris = [t[KEY] for i, t in enumerate(tracks) if i not in bad]
-    deadline = time.monotonic() + 180
-    seen = 0
-    while time.monotonic() < deadline and seen < 400:
-        time.sleep(0.2)
+    ports = [free_port(), free_port()]
+    daemons = [subprocess.Popen(command, env={**os.environ, "SEGUE_CONFIG": str(config),
+                                              "SEGUE_STREAM__HEALTH_PORT": str(port)},
+                                stdout=subprocess.DEVNULL, stderr=(tmp_path / f"daemon-{i}.log").open("w"))
+               for i, port in enumerate(ports)]
+    victim, survivor = daemons
+    try:
+        uris = [t[KEY] for i, t in enumerate(tracks) if i not in bad]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not all(_daemon_counted(p, "indexed") >= 100 for p in ports):
+            assert all(d.poll() is None for d in daemons), (tmp_path / "daemon-0.log").read_text()[-3000:]
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        assert all(_daemon_counted(p, "indexed") >= 100 for p in ports[1:]), "the survivor never shared the work"
         seen = len(index_rows(s, uris, fields=(KEY,)))
-    assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:]
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
-    assert 0 < seen < len(uris), "the kill must land while the stream is half-way"
-    assert committed_lag(s) > 0
+        assert 0 < seen < len(uris), "the kill must land while the stream is half-way"
+        assert committed_lag(s) > 0
 
-    again = subprocess.run([*command, "--until-idle", "5"], env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
+        # The survivor takes the dead member's partitions over (after its session times out).
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and committed_lag(s, s.stream.topics) > 0:
+            assert survivor.poll() is None, (tmp_path / "daemon-1.log").read_text()[-3000:]
+            time.sleep(1)
+        assert committed_lag(s, s.stream.topics) == 0, "the survivor did not finish the dead member's partitions"
+    finally:
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            d.wait(timeout=60)
+    assert survivor.returncode == 0, (tmp_path / "daemon-1.log").read_text()[-3000:]
     assert_exactly_once(s, uris)
-    assert committed_lag(s) == 0
     assert_recorded_once(s, uris)
     after = playlist_states(store, edited)
     for pid in edited:
