@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from segue.indexing.track_collection import EVENT_TIME, KEY, VECTOR, track_row
+from segue.indexing.track_collection import EVENT_TIME, KEY, VECTOR, track_row, upsert_columns
 from segue.settings import IndexSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,10 +88,11 @@ class _UpsertBatch(beam.DoFn):
 
         token = worker_settings({}, self._settings_file).index.token
         self._client = MilvusClient(uri=self._uri, token=token.get_secret_value())
+        self._description = self._client.describe_collection(self._collection)
         self._since_log = 0
 
     def process(self, rows: list[dict]):
-        self._client.upsert(self._collection, rows)
+        upsert_columns(self._client, self._collection, rows, description=self._description)
         self._written.inc(len(rows))
         self._since_log += len(rows)
         if self._since_log >= self._log_every:

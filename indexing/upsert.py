@@ -17,7 +17,7 @@ from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
     BUILDING, KEY, READY, STREAM_GAP, CollectionInfo, RowProblems, builds, collection_info, live_collection, now_us,
-    set_properties, track_rows)
+    set_properties, track_rows, upsert_columns)
 from segue.training.export import ExportedTower
 from segue.training.model_versions import ModelNotFound, ModelVersions
 
@@ -50,7 +50,7 @@ def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str,
     current = {r[KEY]: r["event_time_us"] for r in stored}
     fresh = [r for uri, r in latest.items() if r["event_time_us"] >= current.get(uri, -1)]
     if fresh:
-        client.upsert(collection, fresh, timeout=timeout_s)
+        upsert_columns(client, collection, fresh, timeout_s)
     return WriteReport(written=len(fresh), superseded=len(rows) - len(fresh))
 
 
