@@ -354,3 +354,18 @@ def test_unknown_profile_is_refused(tmp_path):
     with pytest.raises(ValueError, match="ids_only"):
         generate(tmp_path, playlists=100, seed=1, tastes=4, start=START, end=END,
                  challenge_playlists=10, profile="radio")
+
+
+def test_track_entries_are_the_same_whatever_the_cache_bound():
+    """The entry caches are dropped when they overflow (a 1M-playlist run did, 115k playlists in):
+    entries formatted through a tiny cache equal those formatted through an unbounded one."""
+    from segue.batch.synth.catalog import build_catalog
+    from segue.batch.synth.playlists import TrackEntryFormat
+
+    catalog = build_catalog(3, 4, 200, date(2015, 1, 1), date(2017, 1, 1))
+    tiny, unbounded = TrackEntryFormat(catalog, max_cached=5), TrackEntryFormat(catalog)
+    rng = np.random.default_rng(0)
+    n = len(catalog.track_ids)
+    for _ in range(30):  # overlapping batches: some tracks cached, some not, albums shared
+        tracks = rng.integers(0, min(n, 60), size=8)
+        assert json.loads(tiny.entries(tracks)) == json.loads(unbounded.entries(tracks))

@@ -306,11 +306,14 @@ def playlist_description(rng: np.random.Generator, catalog: Catalog, taste: int)
 
 
 def _bounded_fill(cache: dict, keys: list[int], max_cached: int, fill) -> None:
-    """Calls `fill` with the keys missing from `cache`, first emptying it if it would overflow."""
-    missing = [k for k in dict.fromkeys(keys) if k not in cache]
+    """Calls `fill` with the keys missing from `cache`. When they would overflow it, the cache is
+    emptied first, and then every key is missing: the ones it held are gone too."""
+    wanted = list(dict.fromkeys(keys))
+    missing = [k for k in wanted if k not in cache]
+    if missing and len(cache) + len(missing) > max_cached:
+        cache.clear()
+        missing = wanted
     if missing:
-        if len(cache) + len(missing) > max_cached:
-            cache.clear()
         fill(missing)
 
 
