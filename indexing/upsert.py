@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymilvus import MilvusClient
@@ -38,8 +38,9 @@ class WriteReport:
 
 
 def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str, Any]],
-                 timeout_s: float | None = None) -> WriteReport:
-    """Upserts the rows whose event is at least as new as the stored one (equal rewrites: idempotent)."""
+                 timeout_s: float | None = None, description: Mapping[str, Any] | None = None) -> WriteReport:
+    """Upserts the rows whose event is at least as new as the stored one (equal rewrites: idempotent).
+    `description`: the collection's, when the caller holds it (else it is asked for)."""
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
         kept = latest.get(row[KEY])
@@ -50,7 +51,7 @@ def write_newest(client: MilvusClient, collection: str, rows: Sequence[dict[str,
     current = {r[KEY]: r["event_time_us"] for r in stored}
     fresh = [r for uri, r in latest.items() if r["event_time_us"] >= current.get(uri, -1)]
     if fresh:
-        upsert_columns(client, collection, fresh, timeout_s)
+        upsert_columns(client, collection, fresh, timeout_s, description)
     return WriteReport(written=len(fresh), superseded=len(rows) - len(fresh))
 
 
@@ -75,6 +76,8 @@ class TrackUpserter:
     versions: ModelVersions
     orphan_after_s: float = 6 * 3600  # `index.orphan_after_s`
     timeout_s: float | None = None  # each Milvus call's; `stream.write_timeout_s`
+    # A collection's fields never change: described once, not on every batch.
+    _descriptions: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def targets(self) -> list[CollectionInfo]:
         """The live build first (when there is one), then the builds in progress and kept."""
@@ -126,7 +129,10 @@ class TrackUpserter:
                 continue
             embeddings = tower.embed(features)
             rows = track_rows(track_uris, features, embeddings, event_time_us, STREAM, problems)
-            reports[target.name] = write_newest(self.client, target.name, rows, self.timeout_s)
+            if target.name not in self._descriptions:
+                self._descriptions[target.name] = self.client.describe_collection(target.name, timeout=self.timeout_s)
+            reports[target.name] = write_newest(self.client, target.name, rows, self.timeout_s,
+                                                self._descriptions[target.name])
         _LOGGER.info("tracks upserted", extra={"tracks": len(track_uris),
                                                "targets": {k: vars(v) for k, v in reports.items()}})
         return reports
