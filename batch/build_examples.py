@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from feast import FeatureStore
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -78,6 +79,21 @@ def continuation_labels(timeline: DataFrame, positions: DataFrame, labels: int, 
     pairs = queries.join(later, "pid").where(F.col("label_pos") >= F.col("pos"))
     order = Window.partitionBy("pid", "pos").orderBy(F.xxhash64("pid", "pos", "label_pos", F.lit(seed)))
     return pairs.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= labels).drop("_r")
+
+
+def playlist_chunks(spark: SparkSession, positions: DataFrame, per_chunk: int) -> DataFrame:
+    """pid -> chunk: runs of consecutive playlists (by pid) holding about `per_chunk` positions each.
+
+    A chunk is a range of pids because the feature tables are sorted by pid within each file: the
+    point-in-time join of one chunk then reads only the row groups of its playlists (DuckDB pushes
+    the join's key range into the Parquet scan), where playlists drawn by a hash touched every row
+    group, so each chunk cost a scan of the whole snapshot table.
+    """
+    counts = positions.groupBy("pid").count().toPandas().sort_values("pid")
+    before = counts["count"].cumsum() - counts["count"]
+    chunk = pa.table({"pid": pa.array(counts.pid.to_numpy(), pa.int64()),
+                      "chunk": pa.array((before // per_chunk).to_numpy(), pa.int64())})
+    return spark.createDataFrame(chunk)
 
 
 def split_time(timeline: DataFrame, quantile: float) -> datetime:
@@ -185,16 +201,17 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     positions = sample_positions(timeline, cfg.positions_share, cfg.positions_per_playlist, cfg.seed)
     labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
     sampled = assign_splits(labelled, roles, t)
-    chunks = max(1, -(-positions.count() // cfg.positions_per_chunk))
+    chunk_of = playlist_chunks(spark, positions, cfg.positions_per_chunk)
+    chunks = int(chunk_of.agg(F.max("chunk")).first()[0] or 0) + 1
     playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
     heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
     ranking = ranker_cases(timeline, roles, t, cfg.seed).toPandas()
     with OutputPublisher(output) as run_dir:
-        # The sampled examples wait on disk, partitioned by a hash of the playlist, so the feature
-        # join below holds one chunk at a time.
+        # The sampled examples wait on disk, partitioned by chunk, so the feature join below holds
+        # one chunk at a time.
         staging = run_dir / "_sampled"
         (sampled.withColumn("example_id", F.monotonically_increasing_id())
-         .withColumn("chunk", F.pmod(F.xxhash64("pid", F.lit(cfg.seed + 3)), F.lit(chunks)))
+         .join(F.broadcast(chunk_of), "pid")
          .select("chunk", *EXAMPLE_COLUMNS, "split")
          .write.partitionBy("chunk").parquet(str(staging)))
         counts = (spark.read.parquet(str(staging)).where(F.col("split") == "train")

@@ -74,9 +74,9 @@ def write_joined(store: FeatureStore, staging: Path, run_dir: Path, splits: Sequ
     """Joins every staged chunk and writes `run_dir/<split>/part-<chunk>.parquet`; returns the rows
     per split and the number of query positions.
 
-    Training rows are shuffled within their chunk; chunks are drawn by a hash of the playlist, so
-    each part already mixes playlists. A split with no rows still gets an empty part (readers then
-    see "no examples" rather than a missing folder).
+    Training rows are shuffled within their chunk (a range of playlists; training shuffles all
+    examples each epoch anyway). A split with no rows still gets an empty part (readers then see
+    "no examples" rather than a missing folder).
     """
     counts = dict.fromkeys(splits, 0)
     positions = 0

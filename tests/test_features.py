@@ -156,6 +156,22 @@ def test_examples_carry_nothing_from_their_future(world, examples):
     assert (train.candidate_sampling_probability > 0).all()
 
 
+def test_each_chunk_joins_a_run_of_playlists_from_pid_sorted_snapshots(world, examples):
+    """What keeps `segue batch examples` linear in the data: a chunk is a range of pids and every
+    snapshot file is sorted by pid, so a chunk's point-in-time join reads only its playlists' row
+    groups, not the whole table once per chunk."""
+    settings, _ = world
+    pids_of: dict[str, set] = {}
+    for part in Path(settings.paths.examples_dir).glob("*/part-*.parquet"):
+        pids_of.setdefault(part.name, set()).update(pq.read_table(part, columns=["pid"]).column("pid").to_pylist())
+    ranges = sorted((min(p), max(p)) for p in pids_of.values() if p)
+    assert 1 < len(ranges) <= examples[0]["chunks"]
+    assert all(hi < next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:])), ranges
+    for part in (Path(settings.paths.features_dir) / "playlist_snapshots").glob("*.parquet"):
+        pids = pq.read_table(part, columns=["pid"]).column("pid").to_numpy()
+        assert (np.diff(pids) >= 0).all(), f"{part.name} is not sorted by pid"
+
+
 def test_examples_list_features_only_through_the_services(world, spark, examples):
     """Adding a feature to a FeatureService changes examples and online vectors, with no other edit."""
     manifest, splits, _ = examples

@@ -1,0 +1,173 @@
+"""Scale benchmark: every batch stage at one size, as a user runs it, with time and peak memory.
+
+    python benchmarks/bench_scale.py --mpd DIR --work DIR [--stages ingest features ...]
+        [--limit-s 3600] [--out docs/benchmarks/scale-<playlists>.json]
+
+Runs each stage's command (`spark-submit batch/ingest_mpd.py`, `segue batch features`,
+`segue features apply`, `segue features materialize --full`,
+`segue batch examples`, `segue batch neighbours`, `segue train`, `segue evaluate`) in a child
+process on the slices in `--mpd` (from `segue data generate`), with its data under `--work`, and
+records for each the wall time and the peak resident memory of its whole process tree (Python, the
+JVM, workers), sampled every 0.5 s. The feature store profile is `redis`: materialize writes into
+a real `redis-server` the benchmark starts. A stage that runs past `--limit-s` is stopped and recorded as such, with the last lines it
+logged (how far it got); the stages after it are not run. The record is rewritten after every
+stage, so a long run that is stopped keeps what it measured, and `--stages` resumes later stages
+on the same `--work`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from bench_record import new_record, write_record  # benchmarks/ is on sys.path when a benchmark runs
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "features", "apply", "materialize", "examples", "neighbours", "train", "evaluate")
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(folder: Path, port: int) -> subprocess.Popen:
+    """A real redis-server on loopback, nothing persisted: the online store of one run."""
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def stage_commands(mpd: Path, work: Path, driver_memory: str) -> dict[str, list[str]]:
+    """Each stage's command line, as the README gives it."""
+    bin_dir = Path(sys.executable).parent
+    segue = [str(bin_dir / "segue")]
+    return {
+        "ingest": [str(bin_dir / "spark-submit"), "--master", "local[*]", "--driver-memory", driver_memory,
+                   "--driver-java-options", f"-Dlog4j2.configurationFile={REPO / 'batch' / 'log4j2.properties'}",
+                   str(REPO / "batch" / "ingest_mpd.py"), "--input", str(mpd),
+                   "--output", str(work / "data" / "warehouse" / "mpd")],
+        "features": [*segue, "batch", "features"],
+        "apply": [*segue, "features", "apply"],
+        "materialize": [*segue, "features", "materialize", "--full"],
+        "examples": [*segue, "batch", "examples"],
+        "neighbours": [*segue, "batch", "neighbours"],
+        "train": [*segue, "train"],
+        "evaluate": [*segue, "evaluate"],
+    }
+
+
+def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
+    """Wall seconds, peak tree RSS and outcome of one command, stopped after `limit_s`."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        # Under spark-submit the Python driver's stderr arrives on the JVM's stdout.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        ps, peak, stopped = psutil.Process(proc.pid), 0, False
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(ps))
+            if time.perf_counter() - start > limit_s:
+                os.killpg(proc.pid, signal.SIGTERM)
+                stopped = True
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                break
+            time.sleep(0.5)
+    seconds = time.perf_counter() - start
+    tail = log.read_text(errors="replace").splitlines()[-12:]
+    outcome = "stopped at the limit" if stopped else ("ok" if proc.returncode == 0 else f"failed ({proc.returncode})")
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20), "outcome": outcome,
+            "log": str(log), "last_lines": tail}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mpd", type=Path, required=True, help="slices from `segue data generate`")
+    p.add_argument("--work", type=Path, required=True, help="data, feature repo, Redis and logs of this run")
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    p.add_argument("--limit-s", type=float, default=3600, help="a stage running longer is stopped")
+    p.add_argument("--driver-memory", default="6g", help="spark-submit's --driver-memory for ingest")
+    p.add_argument("--set", action="append", default=[], metavar="SEGUE_KEY=VALUE",
+                   help="extra settings as environment variables, e.g. SEGUE_SPARK__SHUFFLE_PARTITIONS=64")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    playlists = sum(_slice_playlists(f) for f in args.mpd.glob("mpd.slice.*.json"))
+    out = args.out or REPO / "docs" / "benchmarks" / f"scale-{playlists // 1000}k.json"
+    record = json.loads(out.read_text()) if out.is_file() else {**new_record("scale"), "stages": {}}
+    record.update(playlists=playlists, mpd=str(args.mpd))
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    repo = args.work / "feature_repo"
+    if not repo.is_dir():
+        shutil.copytree(REPO / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
+           "TF_USE_LEGACY_KERAS": "1", "SEGUE_PATHS__DATA_DIR": str(args.work / "data"),
+           "SEGUE_PATHS__MPD_DIR": str(args.mpd), "SEGUE_FEATURES__REPO_PATH": str(repo),
+           "SEGUE_FEATURES__PROFILE": "redis",
+           "SEGUE_FEATURES__REDIS_CONNECTION_STRING": f"127.0.0.1:{port}",
+           **dict(kv.split("=", 1) for kv in args.set)}
+    record["settings"] = {k: v for k, v in env.items() if k.startswith("SEGUE_") and "REDIS" not in k}
+    commands = stage_commands(args.mpd, args.work, args.driver_memory)
+    redis = start_redis(args.work, port) if "materialize" in args.stages else None
+    try:
+        for stage in args.stages:
+            print(f"[scale] {stage}: {' '.join(commands[stage])}", flush=True)
+            result = run_stage(commands[stage], env, args.work / f"{stage}.log", args.limit_s)
+            if stage == "materialize" and redis is not None:
+                result["redis_used_memory_mib"] = _redis_used_mib(port)
+            record["stages"][stage] = result
+            write_record(record, out, echo=False)
+            print(json.dumps({stage: {k: v for k, v in result.items() if k != "last_lines"}}), flush=True)
+            if result["outcome"] != "ok":
+                break
+    finally:
+        if redis is not None:
+            redis.terminate()
+    return 0
+
+
+def _slice_playlists(path: Path) -> int:
+    first, last = path.name.split(".")[2].split("-")  # mpd.slice.<first>-<last>.json
+    return int(last) - int(first) + 1
+
+
+def _redis_used_mib(port: int) -> int:
+    info = subprocess.run(["redis-cli", "-p", str(port), "info", "memory"], capture_output=True, text=True).stdout
+    used = next(line for line in info.splitlines() if line.startswith("used_memory:"))
+    return round(int(used.split(":")[1]) / 2**20)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
