@@ -55,6 +55,8 @@ def cooccurrence_rankings(history: TrainingHistory, seeds: Sequence[Sequence[str
     n_tracks = len(history.tracks)
     # Popularity as a fraction below 1 only orders tracks with equal co-occurrence.
     tie_break = history.counts / (history.counts.max(initial=0) + 1.0)
+    # A block of dense scores stays near 1 GB however large the catalog.
+    chunk = max(1, min(chunk, 2**27 // max(1, n_tracks)))
     out: list[list[str]] = []
     for start in range(0, len(seeds), chunk):
         block = seeds[start:start + chunk]

@@ -29,6 +29,8 @@ def recall_at_k(query_embeddings: np.ndarray, catalog_embeddings: np.ndarray,
                 label_index: np.ndarray, k: int, chunk: int = 1024) -> float:
     """Share of queries whose label (a catalog row) is among the k best-scoring catalog rows."""
     catalog = tf.constant(catalog_embeddings)
+    # A block of scores stays near 512 MB however large the catalog (1,024 x 1.8M floats were 7 GB).
+    chunk = max(1, min(chunk, 2**27 // max(1, len(catalog_embeddings))))
     hits = 0
     for s in range(0, len(query_embeddings), chunk):
         scores = tf.linalg.matmul(query_embeddings[s:s + chunk], catalog, transpose_b=True)

@@ -50,6 +50,8 @@ def tower_rankings(versions: ModelVersions, model: ModelVersion, queries: Mappin
     q = versions.query_tower(model).embed(queries)
     c = versions.candidate_tower(model).embed(catalog.features)
     position = {uri: i for i, uri in enumerate(catalog.track_uri)}
+    # A block of scores stays near 512 MB however large the catalog.
+    chunk = max(1, min(chunk, 2**27 // max(1, len(c))))
     out = []
     for start in range(0, len(q), chunk):
         scores = q[start:start + chunk] @ c.T
