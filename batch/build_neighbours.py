@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -103,10 +104,15 @@ def _top_neighbours(incidence: sparse.csc_matrix, popularity: np.ndarray, tracks
 
 def track_neighbours(spark: SparkSession, entries: DataFrame, top: int, block: int = 512) -> DataFrame:
     """track_uri, playlists, neighbour_uris, neighbour_counts for every track in `entries`."""
-    pairs = entries.toPandas()
-    pids, rows = np.unique(pairs.pid.to_numpy(), return_inverse=True)
-    tracks, cols = np.unique(pairs.track_uri.to_numpy(dtype=object), return_inverse=True)
-    incidence = sparse.csc_matrix((np.ones(len(pairs), np.int32), (rows, cols)), shape=(len(pids), len(tracks)))
+    # Only integers reach the driver: the MPD's entries as (pid, track number) take about 0.8 GB,
+    # where as pandas strings they took several GB and a sort of Python objects.
+    uris = entries.select("track_uri").distinct().toArrow().column(0).combine_chunks()
+    uris = uris.take(pc.sort_indices(uris))
+    numbers = spark.createDataFrame(pa.table({"track_uri": uris, "tid": pa.array(np.arange(len(uris)), pa.int32())}))
+    pairs = entries.join(numbers, "track_uri").select("pid", "tid").toArrow()
+    pids, rows = np.unique(pairs.column("pid").to_numpy(), return_inverse=True)
+    tracks, cols = uris.to_numpy(zero_copy_only=False).astype(object), pairs.column("tid").to_numpy()
+    incidence = sparse.csc_matrix((np.ones(len(cols), np.int32), (rows, cols)), shape=(len(pids), len(tracks)))
     popularity = np.asarray(incidence.sum(axis=0)).ravel()
     shared = spark.sparkContext.broadcast((incidence, popularity, tracks))
 
