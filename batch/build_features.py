@@ -155,9 +155,11 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
         edited = stream_table("playlist_snapshots")
         if edited is not None:
             snapshots = with_streamed_snapshots(snapshots, edited)
-        # Sorted by pid within each file, so a point-in-time join for a range of playlists
-        # (`segue batch examples` joins one at a time) reads only their row groups.
-        snapshots.sortWithinPartitions("pid", "event_timestamp").write.parquet(str(run_dir / "playlist_snapshots"))
+        # Sorted by pid within each file, in row groups of 16 MB (Parquet's 128 MB default holds
+        # thousands of playlists), so a point-in-time join for a range of playlists (`segue batch
+        # examples` joins one at a time) reads only their row groups.
+        (snapshots.sortWithinPartitions("pid", "event_timestamp").write
+         .option("parquet.block.size", 16 * 2**20).parquet(str(run_dir / "playlist_snapshots")))
         tracks = track_features(read("tracks"), read("artists"), timeline)
         announced = stream_table("track_features")
         has_stream = announced is not None
