@@ -4,15 +4,15 @@
         [--limit-s 3600] [--out docs/benchmarks/scale-<playlists>.json]
 
 Runs each stage's command (`spark-submit batch/ingest_mpd.py`, `segue batch features`,
-`segue features apply`, `segue features materialize --full`,
-`segue batch examples`, `segue batch neighbours`, `segue train`, `segue evaluate`) in a child
-process on the slices in `--mpd` (from `segue data generate`), with its data under `--work`, and
-records for each the wall time and the peak resident memory of its whole process tree (Python, the
-JVM, workers), sampled every 0.5 s. The feature store profile is `redis`: materialize writes into
-a real `redis-server` the benchmark starts. A stage that runs past `--limit-s` is stopped and recorded as such, with the last lines it
-logged (how far it got); the stages after it are not run. The record is rewritten after every
-stage, so a long run that is stopped keeps what it measured, and `--stages` resumes later stages
-on the same `--work`.
+`segue features apply`, `segue features materialize --full`, `segue batch examples`,
+`segue batch neighbours`, `segue train`, `segue evaluate`) in a child process on the slices in
+`--mpd` (from `segue data generate`), with its data under `--work`, and records for each the wall
+time and the peak resident memory of its whole process tree (Python, the JVM, workers) and of its
+largest process, sampled every 0.5 s. The feature store profile is `redis`: materialize writes
+into a real `redis-server` the benchmark starts. A stage that runs past `--limit-s` is stopped and
+recorded as such, with the last lines it logged (how far it got); the stages after it are not run.
+The record is rewritten after every stage, so a long run that is stopped keeps what it measured,
+and `--stages` resumes later stages on the same `--work`.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "features", "apply", "materialize", "examples", "neighbours", "train", "evaluate")
 
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
+def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
+    """The resident memory of a process tree, and of its largest process."""
+    sizes = []
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            sizes.append(p.memory_info().rss)
         except psutil.NoSuchProcess:
             pass
-    return total
+    return sum(sizes), max(sizes, default=0)
 
 
 def _free_port() -> int:
@@ -90,9 +91,10 @@ def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
     with log.open("w") as out:
         # Under spark-submit the Python driver's stderr arrives on the JVM's stdout.
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        ps, peak, stopped = psutil.Process(proc.pid), 0, False
+        ps, peak, largest, stopped = psutil.Process(proc.pid), 0, 0, False
         while proc.poll() is None:
-            peak = max(peak, _tree_rss(ps))
+            tree, biggest = _tree_rss(ps)
+            peak, largest = max(peak, tree), max(largest, biggest)
             if time.perf_counter() - start > limit_s:
                 os.killpg(proc.pid, signal.SIGTERM)
                 stopped = True
@@ -106,7 +108,8 @@ def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
     seconds = time.perf_counter() - start
     tail = log.read_text(errors="replace").splitlines()[-12:]
     outcome = "stopped at the limit" if stopped else ("ok" if proc.returncode == 0 else f"failed ({proc.returncode})")
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20), "outcome": outcome,
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20),
+            "peak_process_rss_mib": round(largest / 2**20), "outcome": outcome,
             "log": str(log), "last_lines": tail}
 
 
