@@ -95,7 +95,9 @@ def playlist_snapshots(playlists: DataFrame, timeline: DataFrame, sequences: Fea
         F.lit(0).cast("long").alias("num_edits"), F.lit(1).cast("long").alias("num_followers"),
         empty.alias("track_uris"), empty.alias("recent_track_uris"), empty.alias("recent_artist_uris"),
         empty.alias("recent_album_uris"), F.lit(None).cast("long").alias("applied_edit_us"))
-    return snap.unionByName(created)
+    # Each file sorted by pid (the window's order already is; the small `created` part is sorted
+    # alone), so a point-in-time join for a range of playlists reads only their row groups.
+    return snap.sortWithinPartitions("pid").unionByName(created.sortWithinPartitions("pid"))
 
 
 def track_features(tracks: DataFrame, artists: DataFrame, timeline: DataFrame) -> DataFrame:
@@ -125,7 +127,8 @@ def with_streamed_snapshots(batch: DataFrame, streamed: DataFrame) -> DataFrame:
     """`batch` plus the playlist states streamed edits recorded (one row per edited playlist and
     micro-batch, at the time of its last edit)."""
     new = streamed.join(batch.select("pid", "event_timestamp"), ["pid", "event_timestamp"], "left_anti")
-    return batch.unionByName(new.select(*[F.col(f.name).cast(f.dataType) for f in batch.schema.fields]))
+    return batch.unionByName(new.select(*[F.col(f.name).cast(f.dataType) for f in batch.schema.fields])
+                             .sortWithinPartitions("pid"))
 
 
 def artist_features(artists: DataFrame, timeline: DataFrame) -> DataFrame:
@@ -155,11 +158,9 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
         edited = stream_table("playlist_snapshots")
         if edited is not None:
             snapshots = with_streamed_snapshots(snapshots, edited)
-        # Sorted by pid within each file, in row groups of 16 MB (Parquet's 128 MB default holds
-        # thousands of playlists), so a point-in-time join for a range of playlists (`segue batch
-        # examples` joins one at a time) reads only their row groups.
-        (snapshots.sortWithinPartitions("pid", "event_timestamp").write
-         .option("parquet.block.size", 16 * 2**20).parquet(str(run_dir / "playlist_snapshots")))
+        # Row groups of 16 MB (Parquet's 128 MB default holds thousands of playlists), so a join
+        # for a range of playlists (`segue batch examples` joins one range at a time) skips the rest.
+        snapshots.write.option("parquet.block.size", 16 * 2**20).parquet(str(run_dir / "playlist_snapshots"))
         tracks = track_features(read("tracks"), read("artists"), timeline)
         announced = stream_table("track_features")
         has_stream = announced is not None

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     playlists = sum(_slice_playlists(f) for f in args.mpd.glob("mpd.slice.*.json"))
     out = args.out or REPO / "docs" / "benchmarks" / f"scale-{playlists // 1000}k.json"
     record = json.loads(out.read_text()) if out.is_file() else {**new_record("scale"), "stages": {}}
-    record.update(playlists=playlists, mpd=str(args.mpd))
+    # Slices deleted after ingest (to free the disk) leave the count the ingest run recorded.
+    record.update(playlists=playlists or record.get("playlists", 0), mpd=str(args.mpd))
 
     args.work.mkdir(parents=True, exist_ok=True)
     repo = args.work / "feature_repo"
