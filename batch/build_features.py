@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 import sys
 from pathlib import Path
 
@@ -149,10 +150,20 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
         return spark.read.parquet(str(warehouse / name))
 
     checker = ContractChecker()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def step_done(name: str) -> None:
+        # At MPD scale this job runs for tens of minutes: each step says when it is done.
+        nonlocal clock
+        seconds[name], clock = round(time.perf_counter() - clock, 1), time.perf_counter()
+        _LOGGER.info("step done", extra={"step": name, "seconds": seconds[name]})
+
     with OutputPublisher(output) as run_dir:
         playlists = read("playlists")
         timeline_path = str(run_dir / "playlist_timeline")
         playlist_timeline(playlists, read("playlist_tracks")).write.parquet(timeline_path)
+        step_done("playlist_timeline")
         timeline = spark.read.parquet(timeline_path)
         snapshots = playlist_snapshots(playlists, timeline, sequences)
         edited = stream_table("playlist_snapshots")
@@ -161,6 +172,7 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
         # Row groups of 16 MB (Parquet's 128 MB default holds thousands of playlists), so a join
         # for a range of playlists (`segue batch examples` joins one range at a time) skips the rest.
         snapshots.write.option("parquet.block.size", 16 * 2**20).parquet(str(run_dir / "playlist_snapshots"))
+        step_done("playlist_snapshots")
         tracks = track_features(read("tracks"), read("artists"), timeline)
         announced = stream_table("track_features")
         has_stream = announced is not None
@@ -168,17 +180,19 @@ def build_features(spark: SparkSession, warehouse: Path, output: Path, sequences
             tracks = with_streamed_tracks(tracks, announced)
         tracks.write.parquet(str(run_dir / "track_features"))
         artist_features(read("artists"), timeline).write.parquet(str(run_dir / "artist_features"))
+        step_done("track_and_artist_features")
 
         tables = {n: spark.read.parquet(str(run_dir / n)) for n in FEATURE_TABLES}
         reports = [checker.check(df, name, FEATURE_TABLE_IDS[name]) for name, df in tables.items()]
         if any(not r.success for r in reports):
             raise ContractViolation(reports)
+        step_done("contracts")
         streamed = tables["track_features"].join(read("tracks").select("track_uri"), "track_uri",
                                                  "left_anti").count() if has_stream else 0
         manifest = {"warehouse": str(warehouse.absolute()), "recent_tracks": sequences.recent_tracks,
                     "playlist_tracks": sequences.playlist_tracks, "streamed_tracks": streamed,
                     "streamed_playlist_states": 0 if edited is None else edited.count(),
-                    "counts": {n: df.count() for n, df in tables.items()},
+                    "counts": {n: df.count() for n, df in tables.items()}, "seconds": seconds,
                     "contracts": [r.to_dict() for r in reports]}
         (run_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
