@@ -1,7 +1,8 @@
 """Scale benchmark: every batch stage at one size, as a user runs it, with time and peak memory.
 
     python benchmarks/bench_scale.py --mpd DIR --work DIR [--stages ingest features ...]
-        [--limit-s 3600] [--out docs/benchmarks/scale-<playlists>.json]
+        [--limit-s 3600] [--out docs/benchmarks/scale-<playlists>k.json]
+    python benchmarks/bench_scale.py table docs/benchmarks/scale-*.json    (the markdown table)
 
 Runs each stage's command (`spark-submit batch/ingest_mpd.py`, `segue batch features`,
 `segue features apply`, `segue features materialize --full`, `segue batch examples`,
@@ -113,7 +114,37 @@ def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
             "log": str(log), "last_lines": tail}
 
 
+def scale_table(records: list[dict]) -> str:
+    """Markdown: each stage's seconds and peak tree memory at each size, and the ratio between
+    consecutive sizes (10x the playlists should cost about 10x)."""
+    records = sorted(records, key=lambda r: r["playlists"])
+    sizes = [f"{r['playlists']:,}" for r in records]
+    head = ["stage", *[f"{n} s" for n in sizes],
+            *[f"x{b['playlists'] // a['playlists']} time" for a, b in zip(records, records[1:])],
+            *[f"{n} peak GiB" for n in sizes]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+
+    def cell(r: dict, stage: str, key: str) -> float | None:
+        got = r["stages"].get(stage)
+        return got[key] if got and got["outcome"] == "ok" else None
+
+    for stage in STAGES:
+        if not any(stage in r["stages"] for r in records):
+            continue
+        secs = [cell(r, stage, "seconds") for r in records]
+        peaks = [cell(r, stage, "peak_rss_mib") for r in records]
+        ratios = [f"{b / a:.1f}x" if a and b else "" for a, b in zip(secs, secs[1:])]
+        shown = [f"{v:,.0f}" if v is not None else r["stages"].get(stage, {}).get("outcome", "not run")
+                 for v, r in zip(secs, records)]
+        lines.append("| " + " | ".join([stage, *shown, *ratios,
+                                         *[f"{v / 1024:.1f}" if v is not None else "" for v in peaks]]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["table"]:
+        print(scale_table([json.loads(Path(f).read_text()) for f in sys.argv[2:]]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mpd", type=Path, required=True, help="slices from `segue data generate`")
     p.add_argument("--work", type=Path, required=True, help="data, feature repo, Redis and logs of this run")
