@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from string import Template
 
@@ -48,20 +47,7 @@ def open_store(settings: SegueSettings, profile: str | None = None,
     if profile not in PROFILE_FILES:
         raise ValueError(f"unknown feature profile {profile!r}; choose one of {sorted(PROFILE_FILES)}")
     (repo_path / "data").mkdir(exist_ok=True)
-    if profile != "spark":
-        bound_offline_memory(settings.features.offline_memory_limit)
     return FeatureStore(repo_path=str(repo_path), config=repo_config(settings, profile, repo_path))
-
-
-def bound_offline_memory(limit: str) -> None:
-    """Feast's DuckDB offline store runs on ibis's default DuckDB connection, which may take 80% of
-    RAM: a materialize of a million playlists reached 20 GB and starved the machine. With a limit
-    DuckDB spills its joins and sorts to disk instead."""
-    import ibis
-
-    spill = Path(tempfile.gettempdir()) / "segue-duckdb"
-    spill.mkdir(exist_ok=True)
-    ibis.get_backend().raw_sql(f"SET memory_limit = '{limit}'; SET temp_directory = '{spill}'")
 
 
 def repo_config(settings: SegueSettings, profile: str, repo_path: Path) -> RepoConfig:

@@ -121,9 +121,6 @@ class FeatureSettings(Section):
                                  description="Tracks in a playlist's whole-list feature `track_uris`, newest kept "
                                              "(MPD playlists hold at most 250)")
     repo_path: Path | None = Field(None, description="The Feast repo folder; default: the installed feature_repo/")
-    offline_memory_limit: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
-                                      description="Memory DuckDB (the local offline store) may use for a join or a "
-                                                  "materialize before it spills to disk; its own default is 80% of RAM")
 
 
 class ExampleSettings(Section):
