@@ -120,7 +120,7 @@ def scale_table(records: list[dict]) -> str:
     records = sorted(records, key=lambda r: r["playlists"])
     sizes = [f"{r['playlists']:,}" for r in records]
     head = ["stage", *[f"{n} s" for n in sizes],
-            *[f"x{b['playlists'] // a['playlists']} time" for a, b in zip(records, records[1:])],
+            *[f"time {b['playlists'] // 1000}k / {a['playlists'] // 1000}k" for a, b in zip(records, records[1:])],
             *[f"{n} peak GiB" for n in sizes]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
 
