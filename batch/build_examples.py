@@ -81,8 +81,9 @@ def continuation_labels(timeline: DataFrame, positions: DataFrame, labels: int, 
     return pairs.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= labels).drop("_r")
 
 
-def playlist_chunks(spark: SparkSession, positions: DataFrame, per_chunk: int) -> DataFrame:
-    """pid -> chunk: runs of consecutive playlists (by pid) holding about `per_chunk` positions each.
+def playlist_chunks(spark: SparkSession, positions: DataFrame, per_chunk: int) -> tuple[DataFrame, int]:
+    """pid -> chunk: runs of consecutive playlists (by pid) holding about `per_chunk` positions
+    each; and the number of chunks.
 
     A chunk is a range of pids because the feature tables are sorted by pid within each file: the
     point-in-time join of one chunk then reads only the row groups of its playlists (DuckDB pushes
@@ -91,9 +92,9 @@ def playlist_chunks(spark: SparkSession, positions: DataFrame, per_chunk: int) -
     """
     counts = positions.groupBy("pid").count().toPandas().sort_values("pid")
     before = counts["count"].cumsum() - counts["count"]
-    chunk = pa.table({"pid": pa.array(counts.pid.to_numpy(), pa.int64()),
-                      "chunk": pa.array((before // per_chunk).to_numpy(), pa.int64())})
-    return spark.createDataFrame(chunk)
+    chunk = (before // per_chunk).to_numpy()
+    table = pa.table({"pid": pa.array(counts.pid.to_numpy(), pa.int64()), "chunk": pa.array(chunk, pa.int64())})
+    return spark.createDataFrame(table), int(chunk.max(initial=0)) + 1
 
 
 def split_time(timeline: DataFrame, quantile: float) -> datetime:
@@ -201,8 +202,7 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
     positions = sample_positions(timeline, cfg.positions_share, cfg.positions_per_playlist, cfg.seed)
     labelled = continuation_labels(timeline, positions, cfg.labels_per_position, cfg.seed)
     sampled = assign_splits(labelled, roles, t)
-    chunk_of = playlist_chunks(spark, positions, cfg.positions_per_chunk)
-    chunks = int(chunk_of.agg(F.max("chunk")).first()[0] or 0) + 1
+    chunk_of, chunks = playlist_chunks(spark, positions, cfg.positions_per_chunk)
     playlists = spark.read.parquet(str(features_dir / "playlist_snapshots")).groupBy("pid").agg(F.first("name").alias("name"))
     heldout = heldout_challenge(timeline, roles, playlists, cfg.seed).toPandas()
     ranking = ranker_cases(timeline, roles, t, cfg.seed).toPandas()
