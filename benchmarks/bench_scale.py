@@ -48,7 +48,7 @@ def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -84,6 +84,17 @@ def stage_commands(mpd: Path, work: Path, driver_memory: str) -> dict[str, list[
         "train": [*segue, "train"],
         "evaluate": [*segue, "evaluate"],
     }
+
+
+def stage_env(work: Path, mpd: Path | None, redis_port: int, extra: dict[str, str] | None = None) -> dict:
+    """The environment of a stage's process: Segue's settings pointing at `work` (its data and its copy
+    of the feature repo), the redis profile on `redis_port`, and any `extra` settings."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
+            "TF_USE_LEGACY_KERAS": "1", "SEGUE_PATHS__DATA_DIR": str(work / "data"),
+            **({"SEGUE_PATHS__MPD_DIR": str(mpd)} if mpd else {}),
+            "SEGUE_FEATURES__REPO_PATH": str(work / "feature_repo"), "SEGUE_FEATURES__PROFILE": "redis",
+            "SEGUE_FEATURES__REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}", **(extra or {})}
 
 
 def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
@@ -165,14 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.work / "feature_repo"
     if not repo.is_dir():
         shutil.copytree(REPO / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable,
-           "TF_USE_LEGACY_KERAS": "1", "SEGUE_PATHS__DATA_DIR": str(args.work / "data"),
-           "SEGUE_PATHS__MPD_DIR": str(args.mpd), "SEGUE_FEATURES__REPO_PATH": str(repo),
-           "SEGUE_FEATURES__PROFILE": "redis",
-           "SEGUE_FEATURES__REDIS_CONNECTION_STRING": f"127.0.0.1:{port}",
-           **dict(kv.split("=", 1) for kv in args.set)}
+    port = free_port()
+    env = stage_env(args.work, args.mpd, port, dict(kv.split("=", 1) for kv in args.set))
     record["settings"] = {k: v for k, v in env.items() if k.startswith("SEGUE_") and "REDIS" not in k}
     commands = stage_commands(args.mpd, args.work, args.driver_memory)
     redis = start_redis(args.work, port) if "materialize" in args.stages else None

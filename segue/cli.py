@@ -234,7 +234,8 @@ def features_apply(settings: SegueSettings, profile: str | None) -> None:
               help="Rewrite the whole history (after rebuilt feature tables or a new feature in a view).")
 @click.pass_obj
 def features_materialize(settings: SegueSettings, profile: str | None, end, full: bool) -> None:
-    """Contracts on the feature tables, then `feast materialize-incremental` (nothing if a rule fails)."""
+    """Contracts on the feature tables, then each view's latest rows into the online store (nothing if a
+    rule fails). Spark picks the rows; they are written through Feast in batches, in bounded memory."""
     from datetime import timezone
 
     from segue.batch.contracts import ContractViolation
@@ -251,7 +252,7 @@ def features_materialize(settings: SegueSettings, profile: str | None, end, full
         raise  # the error boundary's: its own exit code
     except (ContractViolation, FeatureSourceError) as e:
         raise click.ClickException(f"nothing materialized: {e}") from None
-    click.echo(json.dumps({"end": result["end"], "views": result["views"]}, indent=2))
+    click.echo(json.dumps({"end": result["end"], "views": result["views"], "rows": result["rows"]}, indent=2))
 
 
 @features.command("get")
