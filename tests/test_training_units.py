@@ -136,6 +136,27 @@ def test_training_batches_are_full_and_reshuffled_each_epoch():
         training_dataset({"x": ids}, {"y": ids}, ids, ids, batch_size=128, seed=1)
 
 
+def test_ragged_query_rows_come_back_as_their_padded_rows():
+    """An id sequence stored without its padding gives each batch the same rows, padded to the
+    batch's longest (the pooling ignores the padding, so the width is free)."""
+    rng = np.random.default_rng(3)
+    n, width = 96, 40
+    lengths = rng.integers(0, width + 1, n)
+    padded = np.zeros((n, width), np.int32)
+    for row, length in enumerate(lengths):
+        padded[row, :length] = rng.integers(1, 1000, length)
+    ids = np.arange(n, dtype=np.int64)
+    query_index = rng.integers(0, n, n)  # several examples share a query row, as positions do
+    ds = training_dataset({"seq": padded}, {"y": ids}, ids, np.full(n, 1 / n, np.float32), batch_size=32,
+                          seed=2, query_index=query_index, ragged=["seq"])
+    for batch in ds:
+        rows = query_index[batch["candidate_id"].numpy()]
+        got = batch["query"]["seq"].numpy()
+        assert got.shape[1] == lengths[rows].max()
+        assert (got == padded[rows, :got.shape[1]]).all()
+        assert not padded[rows, got.shape[1]:].any()
+
+
 def _toy_tower():
     inputs = [classify("track_uri", String, "track_uri"), classify("track_name", String, "track_name"),
               classify("artist_genres", Array(String), "artist_genres"), classify("tempo", Float64, "tempo")]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,10 @@ class Examples:
                    time_range={"first_example": pc.min(table.column("added_at")).as_py().isoformat(),
                                "last_example": pc.max(table.column("added_at")).as_py().isoformat()})
 
+    def labels_only(self) -> "Examples":
+        """This split without its raw tower inputs (once they are encoded): labels, probabilities, query index."""
+        return replace(self, queries=self.queries.schema.empty_table(), candidate={})
+
     def query_column(self, spec: TowerInput) -> pa.ChunkedArray:
         """One query input's raw column, one row per query position."""
         return self.queries.column(spec.column)
@@ -138,8 +142,15 @@ def encode_chunks(preprocessor: FeaturePreprocessor, chunks: Iterable[Mapping[st
     parts: dict[str, list[np.ndarray]] = {}
     for chunk in chunks:
         for k, v in call({k: tf.constant(chunk[k]) for k in names}).items():
-            parts.setdefault(k, []).append(v.numpy())
+            parts.setdefault(k, []).append(_narrow(v.numpy()))
     return {k: _concatenate_padded(v) for k, v in parts.items()}
+
+
+def _narrow(encoded: np.ndarray) -> np.ndarray:
+    """Vocabulary indices as int32: half the memory of the int64 that lookups return."""
+    if encoded.dtype == np.int64 and (encoded.size == 0 or encoded.max() < 2**31):
+        return encoded.astype(np.int32)
+    return encoded
 
 
 def _concatenate_padded(parts: list[np.ndarray]) -> np.ndarray:
@@ -151,12 +162,14 @@ def _concatenate_padded(parts: list[np.ndarray]) -> np.ndarray:
 
 def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                      ids: np.ndarray, probability: np.ndarray, batch_size: int, seed: int,
-                     query_index: np.ndarray | None = None) -> tf.data.Dataset:
+                     query_index: np.ndarray | None = None, ragged: Collection[str] = ()) -> tf.data.Dataset:
     """Full batches of encoded examples in a new random order each epoch, prefetched.
 
     The arrays live in non-trainable variables and each batch is one gather of shuffled indices:
     per-element shuffling and batching cost more than a training step on two cores. `query_index`
-    maps each example to its row of `query` (default: one query row per example).
+    maps each example to its row of `query` (default: one query row per example). The `ragged`
+    query inputs (id sequences padded with 0 at the end) are stored without their padding and
+    padded again per batch: a whole playlist is padded to 250 ids, most rows hold a few dozen.
     """
     n = len(ids)
     if n < batch_size:
@@ -166,7 +179,7 @@ def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np
     per_example = {"candidate": dict(candidate), "candidate_id": ids, "candidate_sampling_probability": probability,
                    "query_index": query_index}
     stored = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), per_example)
-    stored_query = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), dict(query))
+    stored_query = {k: _RaggedRows(v) if k in ragged else tf.Variable(v, trainable=False) for k, v in query.items()}
     batches = n // batch_size
     generator = tf.random.Generator.from_seed(seed)
 
@@ -177,9 +190,25 @@ def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np
     def batch(idx):
         out = tf.nest.map_structure(lambda v: tf.gather(v, idx), stored)
         rows = out.pop("query_index")
-        return {**out, "query": tf.nest.map_structure(lambda v: tf.gather(v, rows), stored_query)}
+        return {**out, "query": {k: v.gather(rows) if isinstance(v, _RaggedRows) else tf.gather(v, rows)
+                                 for k, v in stored_query.items()}}
 
     return (tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
             .apply(tf.data.experimental.assert_cardinality(batches))  # flat_map hides it from Keras
             .prefetch(tf.data.AUTOTUNE))
+
+
+class _RaggedRows:
+    """Rows of ids padded with 0 at the end, stored as their ids and row splits only."""
+
+    def __init__(self, padded: np.ndarray):
+        real = padded != 0
+        self.values = tf.Variable(padded[real], trainable=False)
+        self.splits = tf.Variable(np.concatenate([[0], np.cumsum(real.sum(axis=1))]).astype(np.int64),
+                                  trainable=False)
+
+    def gather(self, rows: tf.Tensor) -> tf.Tensor:
+        """The rows, padded with 0 to the longest of them."""
+        table = tf.RaggedTensor.from_row_splits(self.values, self.splits, validate=False)
+        return tf.gather(table, rows).to_tensor()

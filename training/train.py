@@ -126,6 +126,7 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     candidate_tower = _tower(TrackCandidateTower, cfg, candidate_pre, id_embeddings, "candidate_tower")
 
     train_query, train_candidate = encode_chunks(query_pre, train_ex.query_chunks()), encode(candidate_pre, train_ex.candidate)
+    train_ex = train_ex.labels_only()  # the raw strings are the largest thing held; the encodings replace them
     train_ids = candidate_ids(train_ex.track_uri)
     # Mixed negatives come from tracks seen in training: later tracks would leak the future.
     pool_rows = _first_rows(train_ex.track_uri)
@@ -137,7 +138,8 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     optimizer = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}[cfg.optimizer]
     model.compile(optimizer=optimizer(cfg.learning_rate), steps_per_execution=cfg.steps_per_execution)
     dataset = training_dataset(train_query, train_candidate, train_ids, train_ex.sampling_probability,
-                               cfg.batch_size, cfg.seed, query_index=train_ex.query_index)
+                               cfg.batch_size, cfg.seed, query_index=train_ex.query_index,
+                               ragged=[i.name for i in query_inputs if i.encoding == ID_SEQUENCE])
 
     catalog = load_catalog(store)
     catalog_encoded = encode(candidate_pre, to_tensors(catalog.features, candidate_inputs))
