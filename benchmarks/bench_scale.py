@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -118,11 +119,18 @@ def run_stage(cmd: list[str], env: dict, log: Path, limit_s: float) -> dict:
                 break
             time.sleep(0.5)
     seconds = time.perf_counter() - start
-    tail = log.read_text(errors="replace").splitlines()[-12:]
+    lines = log.read_text(errors="replace").splitlines()
     outcome = "stopped at the limit" if stopped else ("ok" if proc.returncode == 0 else f"failed ({proc.returncode})")
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20),
-            "peak_process_rss_mib": round(largest / 2**20), "outcome": outcome,
-            "log": str(log), "last_lines": tail}
+    result = {"seconds": round(seconds, 1), "peak_rss_mib": round(peak / 2**20),
+              "peak_process_rss_mib": round(largest / 2**20), "outcome": outcome,
+              "log": str(log), "last_lines": lines[-12:]}
+    if outcome != "ok":
+        # A JVM stack trace fills the tail with frames; the cause is in its first lines.
+        result["error_lines"] = [line for line in lines if _ERROR_MARK.search(line)][:12]
+    return result
+
+
+_ERROR_MARK = re.compile(r"(Error|Exception|Caused by|Traceback|Killed)\b")
 
 
 def scale_table(records: list[dict]) -> str:
