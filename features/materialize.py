@@ -6,8 +6,9 @@ report says which rule failed, for how many rows, with examples.
 Spark picks each entity's latest row and the rows reach the online store through Feast in batches.
 Feast's own local engine pulls the whole window into one Arrow table and deduplicates it in pandas:
 at 100k playlists one process held 20 GiB, at 1M it ran out of memory. Here the latest row of each
-entity is found by a broadcast semi-join on (keys, latest time), so the snapshot table is scanned
-once and never shuffled, and no process holds more than a batch of rows.
+entity is found by a semi-join on (keys, latest time) with the small table of latest times
+broadcast, so the wide snapshot rows (track lists) are never shuffled, and the Python side holds
+one partition's rows and one batch of protos at a time.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def materialize(store: FeatureStore, spark: SparkSession, end: datetime | None =
     if any(not r.success for r in reports):
         raise ContractViolation(reports)
     end = end or datetime.now(timezone.utc)
+    # A naive time is UTC, as Feast reads it (Spark would read it in the machine's zone).
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     written = {}
     for view in store.list_feature_views():
         if not view.online:
