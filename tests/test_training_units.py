@@ -15,7 +15,7 @@ from feast.types import Array, Bool, Float64, Int64, String
 
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
 from segue.training.callbacks import CollapseGuard, TrainingCollapsed, mean_pairwise_cosine
-from segue.training.data import training_dataset
+from segue.training.data import RaggedIds, training_dataset
 from segue.training.export import export_tower, load_tower, EmbeddingPipeline
 from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, classify, to_tensors
 from segue.training.model import chance_loss
@@ -147,8 +147,12 @@ def test_ragged_query_rows_come_back_as_their_padded_rows():
         padded[row, :length] = rng.integers(1, 1000, length)
     ids = np.arange(n, dtype=np.int64)
     query_index = rng.integers(0, n, n)  # several examples share a query row, as positions do
-    ds = training_dataset({"seq": padded}, {"y": ids}, ids, np.full(n, 1 / n, np.float32), batch_size=32,
-                          seed=2, query_index=query_index, ragged=["seq"])
+    # Built in chunks, as training encodes them: the row splits must join across the chunks.
+    stored = RaggedIds.concatenate([RaggedIds.from_padded(padded[:50]),
+                                    RaggedIds.from_padded(padded[50:, :lengths[50:].max()])])
+    assert len(stored) == n
+    ds = training_dataset({"seq": stored}, {"y": ids}, ids, np.full(n, 1 / n, np.float32), batch_size=32,
+                          seed=2, query_index=query_index)
     for batch in ds:
         rows = query_index[batch["candidate_id"].numpy()]
         got = batch["query"]["seq"].numpy()

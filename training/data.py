@@ -131,19 +131,48 @@ def encode(preprocessor: FeaturePreprocessor, raw: Mapping[str, np.ndarray],
     return encode_chunks(preprocessor, ({k: raw[k][s:s + batch_size] for k in names} for s in range(0, n, batch_size)))
 
 
-def encode_chunks(preprocessor: FeaturePreprocessor, chunks: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class RaggedIds:
+    """Rows of ids without their padding: every row's ids in row order, and where each row starts.
+
+    A whole playlist is padded to 250 ids and most rows hold a few dozen, so stored padded the
+    sequences of a million playlists' positions would fill the machine."""
+
+    values: np.ndarray
+    splits: np.ndarray  # int64, one more than the rows
+
+    @classmethod
+    def from_padded(cls, padded: np.ndarray) -> RaggedIds:
+        """Rows padded with 0 (the padding index) at the end."""
+        real = padded != 0
+        return cls(padded[real], np.concatenate([[0], np.cumsum(real.sum(axis=1))]).astype(np.int64))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[RaggedIds]) -> RaggedIds:
+        offsets = np.cumsum([0, *(len(p.values) for p in parts[:-1])])
+        return cls(np.concatenate([p.values for p in parts]),
+                   np.concatenate([[0], *(p.splits[1:] + o for p, o in zip(parts, offsets))]).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.splits) - 1
+
+
+def encode_chunks(preprocessor: FeaturePreprocessor, chunks: Iterable[Mapping[str, np.ndarray]],
+                  ragged: Collection[str] = ()) -> dict[str, np.ndarray | RaggedIds]:
     """Runs a preprocessor over chunks of raw inputs; only the encoded arrays are kept.
 
     String lists are padded to each chunk's longest; the chunks' encodings are padded with the
-    padding index (0) to the longest of all before they are joined.
+    padding index (0) to the longest of all before they are joined, except the `ragged` ones,
+    which are kept without their padding from the first chunk on.
     """
     names = [i.name for i in preprocessor.inputs]
     call = tf.function(preprocessor.__call__, reduce_retracing=True)
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list] = {}
     for chunk in chunks:
         for k, v in call({k: tf.constant(chunk[k]) for k in names}).items():
-            parts.setdefault(k, []).append(_narrow(v.numpy()))
-    return {k: _concatenate_padded(v) for k, v in parts.items()}
+            encoded = _narrow(v.numpy())
+            parts.setdefault(k, []).append(RaggedIds.from_padded(encoded) if k in ragged else encoded)
+    return {k: RaggedIds.concatenate(v) if k in ragged else _concatenate_padded(v) for k, v in parts.items()}
 
 
 def _narrow(encoded: np.ndarray) -> np.ndarray:
@@ -160,16 +189,15 @@ def _concatenate_padded(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(p, [(0, 0), (0, width - p.shape[1])]) for p in parts])
 
 
-def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+def training_dataset(query: Mapping[str, np.ndarray | RaggedIds], candidate: Mapping[str, np.ndarray],
                      ids: np.ndarray, probability: np.ndarray, batch_size: int, seed: int,
-                     query_index: np.ndarray | None = None, ragged: Collection[str] = ()) -> tf.data.Dataset:
+                     query_index: np.ndarray | None = None) -> tf.data.Dataset:
     """Full batches of encoded examples in a new random order each epoch, prefetched.
 
     The arrays live in non-trainable variables and each batch is one gather of shuffled indices:
     per-element shuffling and batching cost more than a training step on two cores. `query_index`
-    maps each example to its row of `query` (default: one query row per example). The `ragged`
-    query inputs (id sequences padded with 0 at the end) are stored without their padding and
-    padded again per batch: a whole playlist is padded to 250 ids, most rows hold a few dozen.
+    maps each example to its row of `query` (default: one query row per example). `RaggedIds`
+    query inputs are padded per batch, to the batch's longest row.
     """
     n = len(ids)
     if n < batch_size:
@@ -179,7 +207,8 @@ def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np
     per_example = {"candidate": dict(candidate), "candidate_id": ids, "candidate_sampling_probability": probability,
                    "query_index": query_index}
     stored = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), per_example)
-    stored_query = {k: _RaggedRows(v) if k in ragged else tf.Variable(v, trainable=False) for k, v in query.items()}
+    stored_query = {k: _RaggedRows(v) if isinstance(v, RaggedIds) else tf.Variable(v, trainable=False)
+                    for k, v in query.items()}
     batches = n // batch_size
     generator = tf.random.Generator.from_seed(seed)
 
@@ -200,13 +229,11 @@ def training_dataset(query: Mapping[str, np.ndarray], candidate: Mapping[str, np
 
 
 class _RaggedRows:
-    """Rows of ids padded with 0 at the end, stored as their ids and row splits only."""
+    """`RaggedIds` held by TensorFlow, gathered as padded rows."""
 
-    def __init__(self, padded: np.ndarray):
-        real = padded != 0
-        self.values = tf.Variable(padded[real], trainable=False)
-        self.splits = tf.Variable(np.concatenate([[0], np.cumsum(real.sum(axis=1))]).astype(np.int64),
-                                  trainable=False)
+    def __init__(self, ids: RaggedIds):
+        self.values = tf.Variable(ids.values, trainable=False)
+        self.splits = tf.Variable(ids.splits, trainable=False)
 
     def gather(self, rows: tf.Tensor) -> tf.Tensor:
         """The rows, padded with 0 to the longest of them."""

@@ -125,7 +125,9 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     query_tower = _tower(PlaylistQueryTower, cfg, query_pre, id_embeddings, "query_tower")
     candidate_tower = _tower(TrackCandidateTower, cfg, candidate_pre, id_embeddings, "candidate_tower")
 
-    train_query, train_candidate = encode_chunks(query_pre, train_ex.query_chunks()), encode(candidate_pre, train_ex.candidate)
+    sequences = [i.name for i in query_inputs if i.encoding == ID_SEQUENCE]
+    train_query = encode_chunks(query_pre, train_ex.query_chunks(), ragged=sequences)
+    train_candidate = encode(candidate_pre, train_ex.candidate)
     train_ex = train_ex.labels_only()  # the raw strings are the largest thing held; the encodings replace them
     train_ids = candidate_ids(train_ex.track_uri)
     # Mixed negatives come from tracks seen in training: later tracks would leak the future.
@@ -138,8 +140,8 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     optimizer = {"adam": tf.keras.optimizers.Adam, "adagrad": tf.keras.optimizers.Adagrad}[cfg.optimizer]
     model.compile(optimizer=optimizer(cfg.learning_rate), steps_per_execution=cfg.steps_per_execution)
     dataset = training_dataset(train_query, train_candidate, train_ids, train_ex.sampling_probability,
-                               cfg.batch_size, cfg.seed, query_index=train_ex.query_index,
-                               ragged=[i.name for i in query_inputs if i.encoding == ID_SEQUENCE])
+                               cfg.batch_size, cfg.seed, query_index=train_ex.query_index)
+    del train_query, train_candidate  # the dataset holds its own copies, before the catalog and validation load
 
     catalog = load_catalog(store)
     catalog_encoded = encode(candidate_pre, to_tensors(catalog.features, candidate_inputs))
