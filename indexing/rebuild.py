@@ -30,13 +30,13 @@ from pymilvus import MilvusClient
 
 from segue.features.feature_times import feature_times_us
 from segue.features.online import OnlineFeatureReader
-from segue.features.track_catalog import load_catalog
+from segue.features.track_catalog import load_catalog, window_playlists
 from segue.indexing.embedding_pipeline import EmbeddingJob, read_embeddings, run_embedding_pipeline
 from segue.indexing.milvus_connection import index_profile, milvus_uri, open_client
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
     BUILDING, EVENT_TIME, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
-    builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows, track_schema)
+    WINDOW_PLAYLISTS, builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows, track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, write_newest
 from segue.indexing.validation import Validation, row_count, validate_build
 from segue.settings import SegueSettings, source_file
@@ -93,13 +93,15 @@ def _wait_for_index(client: MilvusClient, collection: str, timeout_s: float = 36
 
 def write_snapshot(store: FeatureStore, path: Path, as_of: datetime) -> int:
     """Every catalogued track's candidate features as of `as_of`, through the FeatureService, with
-    the time its features were written (`event_time_us`, the row's time in the index)."""
+    the time its features were written (`event_time_us`, the row's time in the index) and its
+    playlists in the co-occurrence window (the ranker's fact, which serving then reads off the hits)."""
     catalog = load_catalog(store, as_of)
     times = feature_times_us(store, TRACK_SERVICE, KEY, as_of)
     fallback = int(as_of.timestamp() * 1_000_000)
     columns = {KEY: pa.array(catalog.track_uri.tolist(), pa.string()),
                **{k: v for k, v in catalog.features.items() if k not in (KEY, EVENT_TIME)},
-               EVENT_TIME: pa.array([times.get(u, fallback) for u in catalog.track_uri], pa.int64())}
+               EVENT_TIME: pa.array([times.get(u, fallback) for u in catalog.track_uri], pa.int64()),
+               WINDOW_PLAYLISTS: window_playlists(store, catalog.track_uri, as_of)}
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
     return len(catalog)

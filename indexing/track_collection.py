@@ -21,6 +21,7 @@ from pymilvus import DataType, MilvusClient
 KEY = "track_uri"
 VECTOR = "embedding"
 EVENT_TIME = "event_time_us"  # the features' own time; newest wins
+WINDOW_PLAYLISTS = "window_playlists"  # the ranker's popularity fact, copied from Feast by the rebuild
 URI_LENGTH = 512
 MAX_GENRES = 64
 GENRE_LENGTH = 128
@@ -53,6 +54,8 @@ def track_schema(dim: int):
     schema.add_field("popularity", DataType.INT64)
     schema.add_field("release_year", DataType.INT64)
     schema.add_field("first_added_s", DataType.INT64, description="first time on any playlist (epoch s)")
+    schema.add_field(WINDOW_PLAYLISTS, DataType.INT64,
+                     description="playlists holding the track in the co-occurrence window; -1: not known here")
     schema.add_field("genres", DataType.ARRAY, element_type=DataType.VARCHAR,
                      max_capacity=MAX_GENRES, max_length=GENRE_LENGTH)
     schema.add_field("event_time_us", DataType.INT64, description="time of the features embedded; newest wins")
@@ -168,6 +171,7 @@ def track_row(uri: str, features: Mapping[str, Any], embedding: np.ndarray, even
             "explicit": _flag(features.get("explicit")), "popularity": _number(features.get("popularity")),
             "release_year": _number(features.get("release_year")),
             "first_added_s": _number(features.get("first_added_s")),
+            WINDOW_PLAYLISTS: _number(features.get(WINDOW_PLAYLISTS)),
             "genres": genres[:MAX_GENRES], EVENT_TIME: int(event_time_us), "indexed_at_us": int(indexed_at_us),
             "source": source}
 

@@ -75,6 +75,27 @@ class TrackIndex:
         return {r[KEY]: Hit(r[KEY], 0.0, {k: (np.asarray(v, np.float32) if k == VECTOR else v)
                                           for k, v in r.items() if k != KEY}) for r in rows}
 
+    def score(self, vector: np.ndarray, track_uris: Sequence[str], filter: str = "",
+              output_fields: Sequence[str] = (), collection: str | None = None,
+              timeout: float | None = None) -> dict[str, Hit]:
+        """The listed tracks that pass `filter`, each with its score against `vector`.
+
+        One search restricted to the listed keys: with so selective a filter Milvus scans the listed
+        rows instead of walking the graph, and it returns scores rather than vectors (0.6x the time
+        of fetching the vectors by key, 100 of 100k tracks, `bench_candidate_search.py`). A track the
+        search did not return is fetched by key and scored here, so none is lost to the index.
+        """
+        if not track_uris:
+            return {}
+        expression = f"{KEY} in {json.dumps(list(track_uris))}" + (f" and ({filter})" if filter else "")
+        scored = {h.track_uri: h for h in self.search(vector, len(track_uris), expression, output_fields,
+                                                      collection=collection, timeout=timeout)[0]}
+        missing = [u for u in track_uris if u not in scored]
+        for uri, entity in self.entities(missing, filter, output_fields, collection, timeout).items():
+            embedding = entity.fields.pop(VECTOR)
+            scored[uri] = Hit(uri, float(embedding @ np.ravel(vector)), entity.fields)
+        return scored
+
     def nearest_tracks(self, track_uri: str, limit: int = 10, output_fields: Sequence[str] = ()) -> list[Hit]:
         """The tracks whose embeddings are closest to `track_uri`'s, without the track itself."""
         self.collection  # noqa: B018 - resolves the alias and loads its collection

@@ -33,6 +33,9 @@ PLAYLIST_SERVICE = "playlist_query_v1"
 TRACK_SERVICE = "track_candidate_v1"
 NEIGHBOUR_SERVICE = "track_neighbours_v1"
 PLAYLIST_KEY, TRACK_KEY = "pid", "track_uri"
+# Playlists holding a track in the co-occurrence window: the ranker's popularity fact. The index
+# carries a copy (`window_playlists`) so that serving gets it with each hit.
+WINDOW_PLAYLISTS_FEATURE = "track_neighbours:playlists"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from segue.features.online import OnlineFeatureReader
 from segue.features.playlist_features import playlist_query_features
-from segue.indexing.track_collection import UNKNOWN, VECTOR
+from segue.indexing.track_collection import UNKNOWN, WINDOW_PLAYLISTS
 from segue.indexing.track_index import Hit, TrackIndex
 from segue.ranking.candidates import (
     CandidateSet, NeighbourList, artist_shares, merge_candidates, neighbour_candidates, seeds_to_read)
@@ -39,7 +39,8 @@ from segue.serving.api_models import (
 from segue.serving.search_filters import candidates_to_fetch, diversify, search_expression
 from segue.serving.serving_target import ServingTarget, ServingTargets
 from segue.settings import CandidateSettings, FeatureSettings, RankerSettings, ServeSettings
-from segue.vocabulary import NEIGHBOUR_SERVICE, PLAYLIST_SERVICE, PROBE_TRACK_URI, TRACK_SERVICE
+from segue.vocabulary import (
+    NEIGHBOUR_SERVICE, PLAYLIST_SERVICE, PROBE_TRACK_URI, TRACK_SERVICE, WINDOW_PLAYLISTS_FEATURE)
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,8 +92,7 @@ class Recommender:
         # A seed's neighbours and artist, and a candidate's window popularity: one read each.
         self.seed_neighbours = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=[
             "track_neighbours:neighbour_uris", "track_neighbours:neighbour_counts", "track_features:artist_uri"])
-        self.popularity = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri",
-                                              only=["track_neighbours:playlists"])
+        self.popularity = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=[WINDOW_PLAYLISTS_FEATURE])
         self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
         self.seeds = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
                                          only=[f"track_features:{f}" for f in SEED_FIELDS])
@@ -175,9 +175,9 @@ class Recommender:
                              sorted({u for u in request.track_uris if u not in tracks}))
 
     async def _search(self, target: ServingTarget, vector: np.ndarray, limit: int, expression: str,
-                      timings: dict[str, float]) -> list[Hit]:
+                      timings: dict[str, float], fields: Sequence[str] = HIT_FIELDS) -> list[Hit]:
         def search() -> list[Hit]:
-            return self.index.search(vector, limit, filter=expression, output_fields=HIT_FIELDS,
+            return self.index.search(vector, limit, filter=expression, output_fields=fields,
                                      collection=target.collection, timeout=self.cfg.search_timeout_s)[0]
 
         return await self._call("search", timings, search, "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s)
@@ -212,26 +212,35 @@ class Recommender:
         expression = search_expression(filters, seeds)
         limit = min(self.cfg.max_candidates, max(self.candidates.tower, candidates_to_fetch(
             request_k, filters, self.cfg.overfetch, self.cfg.max_candidates)))
-        tower = await self._search(target, vector, limit, expression, timings)
+        fields = [*HIT_FIELDS, WINDOW_PLAYLISTS] if target.carries_window_playlists else HIT_FIELDS
+        tower = await self._search(target, vector, limit, expression, timings, fields)
         read, lists, seed_artists = await self._neighbours(seeds, timings)
         n_uris, n_counts, n_hits = neighbour_candidates(lists, set(seeds), self.candidates.neighbours)
         hits = {h.track_uri: h for h in tower}
         wanted = [u for u in n_uris if u not in hits]
-        fetched = await self._call("search", timings, lambda: self.index.entities(
-            wanted, expression, HIT_FIELDS, collection=target.collection, timeout=self.cfg.search_timeout_s),
-            "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s) if wanted else {}
-        for uri, entity in fetched.items():
-            entity_vector = entity.fields.pop(VECTOR)
-            hits[uri] = Hit(uri, float(entity_vector @ vector.ravel()), entity.fields)
+        if wanted:
+            hits.update(await self._call("search", timings, lambda: self.index.score(
+                vector, wanted, expression, fields, collection=target.collection,
+                timeout=self.cfg.search_timeout_s), "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s))
         keep = [i for i, u in enumerate(n_uris) if u in hits]  # the rest failed a filter or is not indexed
         c = merge_candidates([h.track_uri for h in tower], [n_uris[i] for i in keep], n_counts[keep], n_hits[keep],
                              len(read))
         ordered_hits = [hits[u] for u in c.track_uri]
         c.tower_score = np.array([h.score for h in ordered_hits], np.float64)
-        facts = await self._track_features(self.popularity, list(c.track_uri), "candidate_facts", timings)
-        c.popularity = np.array([float((facts.get(u) or {}).get("playlists") or 0) for u in c.track_uri])
+        c.popularity = await self._window_playlists(c.track_uri, ordered_hits, timings)
         c.artist_share = artist_shares([h.fields.get("artist_uri") for h in ordered_hits], seed_artists)
         return c, ordered_hits
+
+    async def _window_playlists(self, uris: Sequence[str], hits: Sequence[Hit], timings: dict[str, float]
+                                ) -> np.ndarray:
+        """The ranker's popularity fact per candidate: off the hit where the build carries it, else
+        (a streamed track, a build from before the field) from Feast in one read."""
+        carried = [h.fields.get(WINDOW_PLAYLISTS, UNKNOWN) for h in hits]
+        unknown = [u for u, v in zip(uris, carried) if v is None or v == UNKNOWN]
+        facts = await self._track_features(self.popularity, unknown, "candidate_facts", timings)
+        name = WINDOW_PLAYLISTS_FEATURE.split(":")[1]
+        return np.array([float(v) if v is not None and v != UNKNOWN else float((facts.get(u) or {}).get(name) or 0)
+                         for u, v in zip(uris, carried)])
 
     async def _staged(self, target: ServingTarget, vector: np.ndarray, request: RecommendationRequest,
                       seeds: list[str], ranked: bool, timings: dict[str, float]) -> tuple[list[Hit], dict, str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pymilvus import MilvusClient
 
 from segue.indexing.track_collection import (
-    PINNED, READY, builds, collection_info, live_collection, set_properties)
+    PINNED, READY, WINDOW_PLAYLISTS, builds, collection_info, live_collection, set_properties)
 from segue.ranking.ranker import ExportedRanker
 from segue.training.export import ExportedTower
 from segue.training.model_versions import ModelNotFound, ModelVersions
@@ -38,6 +38,8 @@ class ServingTarget:
     model_version: str
     query_tower: ExportedTower
     ranker: ExportedRanker | None = None  # None: a version trained without the ranking stage
+    # Builds made before the index carried the ranker's popularity fact: serving reads it from Feast.
+    carries_window_playlists: bool = False
 
 
 class ServingTargets:
@@ -96,13 +98,14 @@ class ServingTargets:
                 info = collection_info(self.client, name)
                 tower = self.query_tower(info.model_version)
                 ranker = self.ranker(info.model_version)
+                fields = {f["name"] for f in self.client.describe_collection(name, timeout=self.timeout_s)["fields"]}
                 self.client.load_collection(name, timeout=self.timeout_s)
             except Exception as e:  # noqa: BLE001 - any failure keeps the old target serving
                 self.problem = str(e) or type(e).__name__
                 _LOGGER.warning("serving target not refreshed", extra={"alias": self.alias, "error": self.problem})
                 return False
             previous = self._current
-            self._current = ServingTarget(name, info.model_version, tower, ranker)
+            self._current = ServingTarget(name, info.model_version, tower, ranker, WINDOW_PLAYLISTS in fields)
             self.problem = ""
             if previous is not None:
                 self.swaps += 1

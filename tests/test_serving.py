@@ -84,8 +84,28 @@ def test_known_playlist_gets_k_tracks_without_its_own(embedded):
     assert {s for t in body["tracks"] for s in t["sources"]} <= {"tower", "neighbours"}
     index = body["index"]
     assert collection_info(open_client(settings), index["collection"]).model_version == index["model_version"]
-    assert set(body["timings_ms"]) >= {"playlist_features", "query_tower", "search", "neighbours",
-                                       "candidate_facts", "ranker", "metadata"}
+    assert set(body["timings_ms"]) >= {"playlist_features", "query_tower", "search", "neighbours", "ranker",
+                                       "metadata"}
+    # Every candidate comes from the rebuild, whose rows carry the ranker's popularity fact: no Feast read.
+    assert "candidate_facts" not in body["timings_ms"]
+
+
+def test_the_index_carries_the_rankers_popularity_fact(embedded, trained):
+    """The rebuild copies each track's playlists in the co-occurrence window from Feast into its
+    rows (0 for a track the window never saw), the value the ranker was fitted with."""
+    from segue.ranking.offline_sources import read_neighbour_table
+    from segue.training.model_versions import ModelVersions
+
+    settings, _ = embedded
+    model, _ = trained
+    version = ModelVersions(model.path.parent).resolve(model.path.name)
+    _, playlists = read_neighbour_table(Path(version.manifest["ranker"]["neighbour_table"]))
+    rows = open_client(settings).query(settings.index.alias, filter='track_uri != ""', limit=16_000,
+                                       output_fields=["track_uri", "window_playlists"])
+    assert len(rows) > 100
+    assert {r["track_uri"]: r["window_playlists"] for r in rows} == {
+        r["track_uri"]: playlists.get(r["track_uri"], 0) for r in rows}
+    assert sum(r["window_playlists"] > 0 for r in rows) > len(rows) // 2
 
 
 @pytest.mark.parametrize("ranked", [True, False])
