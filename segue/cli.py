@@ -247,7 +247,8 @@ def features_materialize(settings: SegueSettings, profile: str | None, end, full
     spark = build_spark("segue-materialize", settings.spark)
     try:
         result = materialize(open_store(settings, profile), spark,
-                             end.replace(tzinfo=timezone.utc) if end else None, full=full)
+                             end.replace(tzinfo=timezone.utc) if end else None, full=full,
+                             staging_dir=Path(settings.paths.data_dir) / "staging")
     except RegistryNotApplied:
         raise  # the error boundary's: its own exit code
     except (ContractViolation, FeatureSourceError) as e:
