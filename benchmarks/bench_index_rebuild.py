@@ -36,13 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def replicate(base: pa.Table, rows: int, seed: int = 0) -> pa.Table:
-    """`rows` tracks: copies of the catalogue with new URIs and jittered popularity and duration."""
+    """`rows` tracks: the catalogue, then copies of it with new URIs and jittered popularity and
+    duration (the originals keep their URIs, so Feast and the co-occurrence lists know them)."""
     rng = np.random.default_rng(seed)
     copies = -(-rows // len(base))
     parts = []
     for c in range(copies):
-        part = base.set_column(base.schema.get_field_index("track_uri"), "track_uri",
-                               pc.binary_join_element_wise(base.column("track_uri"), pa.scalar(f"-{c}"), ""))
+        part = base if c == 0 else base.set_column(
+            base.schema.get_field_index("track_uri"), "track_uri",
+            pc.binary_join_element_wise(base.column("track_uri"), pa.scalar(f"-{c}"), ""))
         for name in ("popularity", "duration_ms"):
             if name in part.column_names and c:
                 values = part.column(name).to_numpy(zero_copy_only=False).astype(float)

@@ -81,17 +81,19 @@ class TrackIndex:
         """The listed tracks that pass `filter`, each with its score against `vector`.
 
         One search restricted to the listed keys: with so selective a filter Milvus scans the listed
-        rows instead of walking the graph, and it returns scores rather than vectors (0.6x the time
-        of fetching the vectors by key, 100 of 100k tracks, `bench_candidate_search.py`). A track the
-        search did not return is fetched by key and scored here, so none is lost to the index.
+        rows instead of walking the graph (it switches to brute force when over 93% of a segment is
+        filtered out), and it returns scores rather than vectors (0.6x the time of fetching the
+        vectors by key, 100 of 100k tracks, `bench_candidate_search.py`). Without a `filter`, a track
+        the search did not return is fetched by key and scored here, so none is lost to a graph
+        walk in a small segment; with one, it is taken as filtered out.
         """
         if not track_uris:
             return {}
         expression = f"{KEY} in {json.dumps(list(track_uris))}" + (f" and ({filter})" if filter else "")
         scored = {h.track_uri: h for h in self.search(vector, len(track_uris), expression, output_fields,
                                                       collection=collection, timeout=timeout)[0]}
-        missing = [u for u in track_uris if u not in scored]
-        for uri, entity in self.entities(missing, filter, output_fields, collection, timeout).items():
+        missing = [] if filter else [u for u in track_uris if u not in scored]
+        for uri, entity in self.entities(missing, "", output_fields, collection, timeout).items():
             embedding = entity.fields.pop(VECTOR)
             scored[uri] = Hit(uri, float(embedding @ np.ravel(vector)), entity.fields)
         return scored

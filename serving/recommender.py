@@ -218,9 +218,9 @@ class Recommender:
         n_uris, n_counts, n_hits = neighbour_candidates(lists, set(seeds), self.candidates.neighbours)
         hits = {h.track_uri: h for h in tower}
         wanted = [u for u in n_uris if u not in hits]
-        if wanted:
+        if wanted:  # never a seed: the business rules are the only filter left for them
             hits.update(await self._call("search", timings, lambda: self.index.score(
-                vector, wanted, expression, fields, collection=target.collection,
+                vector, wanted, search_expression(filters), fields, collection=target.collection,
                 timeout=self.cfg.search_timeout_s), "Milvus", _MILVUS_ERRORS, self.cfg.search_timeout_s))
         keep = [i for i, u in enumerate(n_uris) if u in hits]  # the rest failed a filter or is not indexed
         c = merge_candidates([h.track_uri for h in tower], [n_uris[i] for i in keep], n_counts[keep], n_hits[keep],
