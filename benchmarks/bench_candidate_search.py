@@ -117,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             for q in range(20):
                 by_key = index.entities(others[q], output_fields=HIT_FIELDS, collection=name)
                 scored = index.score(queries[q][None], others[q], collection=name)
-                gap = max(gap, *(abs(scored[u].score - float(h.fields["embedding"] @ queries[q])) for u, h in by_key.items()))
+                gap = max(gap, *(abs(scored[u].score - float(h.fields["embedding"] @ queries[q]))
+                                 for u, h in by_key.items()))
             d["largest_score_gap_vs_fetched_vector"] = gap
             b["same_candidates_as_filter"] = f"{same}/{len(queries)}"
             lines.append(f"| {n} | {floor['p50']:.2f} | {a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / "
                          f"{b['p99']:.2f} | {b['p50'] / a['p50']:.2f}x | {same}/{len(queries)} | "
                          f"{c['p50']:.2f} / {c['p99']:.2f} | {d['p50']:.2f} / {d['p99']:.2f} |")
     head = ["| seeds | bare top-10 p50 | filter p50 / p99 | overfetch p50 / p99 | overfetch / filter | same "
-            "candidates | fetch by key p50 / p99 | restricted search p50 / p99 |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "candidates | fetch by key p50 / p99 | restricted search p50 / p99 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(head + lines))
     write_record({**new_record("candidate_search"), "machine": machine_info(), "tracks": args.size,
                   "candidates": CANDIDATES, "rows": rows, "table": head + lines}, args.out, echo=False)

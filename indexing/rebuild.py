@@ -36,7 +36,8 @@ from segue.indexing.milvus_connection import index_profile, milvus_uri, open_cli
 from segue.indexing.profiles import IndexProfile
 from segue.indexing.track_collection import (
     BUILDING, EVENT_TIME, FAILED, KEY, MODEL_VERSION, PREVIOUS, PROFILE, READY, STARTED_US, STATE, VALIDATION, VECTOR,
-    WINDOW_PLAYLISTS, builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows, track_schema)
+    WINDOW_PLAYLISTS, builds, collection_info, collection_name, live_collection, now_us, set_properties, track_rows,
+    track_schema)
 from segue.indexing.upsert import STREAM, WriteReport, write_newest
 from segue.indexing.validation import Validation, row_count, validate_build
 from segue.settings import SegueSettings, source_file
