@@ -3,7 +3,7 @@ being returned by a query through the serving alias; the same for playlist edits
 the playlist's online features show the edit).
 
     python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
-        [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--out docs/benchmarks/stream.json]
+        [--max-batch 500] [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--out docs/benchmarks/stream.json]
 
 Uses `make demo`'s model and feature tables in a private Feast repo (the demo's store is left
 alone) and a real Kafka broker. Each run names a feature profile (local: SQLite; redis: a real
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edits", type=int, default=5000, help="playlist edits drained for throughput")
     p.add_argument("--edit-rate", type=float, default=500, help="playlist edits per second for freshness")
     p.add_argument("--edit-seconds", type=float, default=8)
+    p.add_argument("--max-batch", type=int, default=StreamSettings().max_batch, help="the daemon's stream.max_batch")
     p.add_argument("--runs", default="local:embedded,redis:embedded,redis:cpu_hnsw",
                    help="feature profile:index profile pairs")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     model = demo_model(args.data)
     runs = [tuple(r.split(":")) for r in args.runs.split(",")]
     result = {**new_record("stream"),
-              "max_batch": StreamSettings().max_batch, "runs": []}
+              "max_batch": args.max_batch, "runs": []}
     with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp, ExitStack() as services:
         tmp = Path(tmp)
         redis, redis_url = start_redis(tmp)
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     "index": IndexSettings(profile=index_profile, uri=uri, alias=f"bench_{name}"),
                     "paths": settings.paths.model_copy(update={"index_dir": tmp / f"index-{name}"}),
                     "kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-                    "stream": StreamSettings(health_port=None)})
+                    "stream": StreamSettings(health_port=None, max_batch=args.max_batch)})
                 rebuild_index(s, open_store(s), model)
                 features_dir = Path(s.paths.features_dir)
                 catalogue = new_tracks(features_dir, 2000, f"{name}-e")

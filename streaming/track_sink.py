@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from concurrent import futures
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -163,6 +164,7 @@ class TrackSink:
         # What the sink needs of a stored track: its event time (newest wins) and its age. One
         # feature instead of the service's 27 makes the read about ten times cheaper.
         self._reader = OnlineFeatureReader(store, TRACK_SERVICE, TRACK_KEY, only=[f"{TABLE}:first_added_s"])
+        self._feast_writer = futures.ThreadPoolExecutor(1, thread_name_prefix="feast-write")
 
     def warm_up(self) -> None:
         """Loads the towers of every target now, so the first events do not wait for them."""
@@ -196,23 +198,44 @@ class TrackSink:
             report = SinkReport(superseded=len(events) - len(fresh))
             clock.lap(stage)
             if fresh:
-                stage = "feast_push"
                 frame = self._frame(fresh, stored)
-                self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-                clock.lap(stage)
-                stage = "offline_record"
-                self.record.append(frame, *record_keys(events, origins, fresh))
-                clock.lap(stage)
-                stage = "embed_and_upsert"
-                columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
-                written = self.upserter.upsert(frame[TRACK_KEY].tolist(), columns, [e.event_time_us for e in fresh])
-                clock.lap(stage)
+                # The Feast write (online store, then the Parquet record) and the embed + upsert
+                # (Milvus) touch different stores: they run side by side, and a batch takes the
+                # longer of the two instead of their sum. Both are idempotent, so a retry after
+                # either fails rewrites both.
+                feast = self._feast_writer.submit(self._write_features, frame, events, origins, fresh)
+                try:
+                    stage = "embed_and_upsert"
+                    columns = {name: frame[name].tolist() for name in FEATURE_NAMES}
+                    written = self.upserter.upsert(frame[TRACK_KEY].tolist(), columns,
+                                                   [e.event_time_us for e in fresh])
+                    clock.lap(stage)
+                finally:
+                    futures.wait([feast])  # a retry must not race a write still in flight
+                clock.laps |= feast.result()
                 report.indexed = len(fresh)
                 report.targets = {name: w.written for name, w in written.items()}
+        except SinkWriteError:
+            raise
         except Exception as e:  # noqa: BLE001 (re-raised with the stage)
             raise SinkWriteError(stage, e) from e
         report.stage_seconds = clock.laps
         return report
+
+    def _write_features(self, frame: pd.DataFrame, events: Sequence[TrackEvent], origins: Sequence[Origin] | None,
+                        fresh: Sequence[TrackEvent]) -> dict[str, float]:
+        """Feast online push, then the offline record; each stage's seconds. Raises SinkWriteError."""
+        clock = StageClock()
+        stage = "feast_push"
+        try:
+            self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+            clock.lap(stage)
+            stage = "offline_record"
+            self.record.append(frame, *record_keys(events, origins, fresh))
+            clock.lap(stage)
+        except Exception as e:  # noqa: BLE001 (re-raised with the stage)
+            raise SinkWriteError(stage, e) from e
+        return clock.laps
 
     @staticmethod
     def _frame(events: Sequence[TrackEvent], stored: dict) -> pd.DataFrame:
