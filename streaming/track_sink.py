@@ -198,6 +198,7 @@ class TrackSink:
             report = SinkReport(superseded=len(events) - len(fresh))
             clock.lap(stage)
             if fresh:
+                stage = "feast_push"  # building the pushed frame is part of it
                 frame = self._frame(fresh, stored)
                 # The Feast write (online store, then the Parquet record) and the embed + upsert
                 # (Milvus) touch different stores: they run side by side, and a batch takes the
