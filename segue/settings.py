@@ -181,6 +181,9 @@ class TrainingSettings(Section):
     text_length: int = Field(8, ge=1, description="Tokens (words and n-grams) kept per text value")
     oov_buckets: int = Field(8, ge=1, description="Hashed buckets for ids outside the vocabulary")
     min_id_count: int = Field(1, ge=1, description="Ids seen fewer times in training go to OOV buckets")
+    adapt_rows: int = Field(2_000_000, ge=1000, description="Most training rows (examples, and query positions) "
+                            "the text vocabularies and numeric statistics are learned from, spread evenly "
+                            "over the split: all of them when fewer; id vocabularies always count every row")
     layers: list[int] = Field(default_factory=lambda: [128], description="Dense layers after the cross layer")
     cross: str = Field("stacked", pattern="^(stacked|parallel|none)$",
                        description="DCN cross layer before (stacked) or beside (parallel) the dense layers")

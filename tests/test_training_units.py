@@ -271,8 +271,9 @@ def test_model_versions_resolve_load_once_and_keep_a_bounded_cache(tmp_path):
 
 
 def test_a_split_keeps_each_query_position_once_across_its_files(tmp_path):
-    """Labels of one position may sit in different files: each position's lists are kept once, from
-    its first row, and every example points at its own position's lists."""
+    """Labels of one position may sit in different files: each position's lists are read once, from
+    its first row, and every example points at its own position's lists. Inputs are read a file at
+    a time: whole, by query row in any order, or sampled evenly."""
     from datetime import datetime, timezone
 
     import pyarrow as pa
@@ -295,11 +296,17 @@ def test_a_split_keeps_each_query_position_once_across_its_files(tmp_path):
     pq.write_table(part([(7, 1, "z", ["x"]), (1, 2, "d", ["a", "b"]), (1, 3, "d", ["a", "b", "c"])]),
                    tmp_path / "train" / "part-1.parquet")
     examples = Examples.read(tmp_path, "train", [seq], [track])
-    assert examples.queries.num_rows == 3 and len(examples) == 5
-    lists = examples.queries.column("snap__track_uris").to_pylist()
+    assert examples.query_rows == 3 and len(examples) == 5
+    lists = [row for t in examples.query_parts() for row in t.column("snap__track_uris").to_pylist()]
     assert [lists[i] for i in examples.query_index] == [["a", "b"], ["x"], ["x"], ["a", "b"], ["a", "b", "c"]]
     assert list(examples.track_uri) == ["c", "y", "z", "d", "d"]
-    lookups = {"track": id_lookup(id_vocabulary([examples.query_column(seq), examples.candidate["track_uri"]], 1), 2,
-                                  "track")}
-    encoded = encode_chunks(FeaturePreprocessor([seq], lookups), examples.query_chunks(size=2))
+    vocabulary = id_vocabulary([*examples.query_column(seq), *examples.candidate_column(track)], 1)
+    assert vocabulary == ["a", "b", "c", "d", "x", "y", "z"]  # by count, ties in order of first sight
+    lookups = {"track": id_lookup(vocabulary, 2, "track")}
+    preprocessor, candidate = FeaturePreprocessor([seq], lookups), FeaturePreprocessor([track], lookups)
+    encoded = encode_chunks(preprocessor, examples.query_chunks(size=2))
     assert encoded["track_uris"].shape == (3, 3) and (encoded["track_uris"][:2, 2] == 0).all()  # padded across chunks
+    picked = encode_chunks(preprocessor, examples.query_chunks(np.array([2, 0, 2, 1])))["track_uris"]
+    assert (picked == encoded["track_uris"][[2, 0, 2, 1]]).all()
+    assert list(encode_chunks(candidate, examples.candidate_chunks(size=2))["track_uri"]) == [5, 8, 9, 6, 6]
+    assert list(examples.candidate_tensors(limit=2)["track_uri"]) == ["c", "d"]  # every 3rd of 5, across files

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +46,21 @@ def _with_large_offsets(table: pa.Table) -> pa.Table:
 
 @dataclass
 class Examples:
-    """One split: tower inputs, labels and their probabilities.
+    """One split: its labels and their probabilities in memory, its tower inputs read from the
+    Parquet parts when asked for, a part at a time.
 
-    Several labels share one query position, so `queries` holds each position's row once and
-    `query_index` maps every example to its row there. The rows stay in Arrow and become tower
-    inputs a chunk at a time (`query_chunks`): a million whole playlists as Python strings would
-    take tens of GB, their encoded ids a few.
+    Several labels share one query position, so the query rows are each position's first row
+    (`first_rows`, per part) and `query_index` maps every example to its query row, numbered in
+    order of first appearance. Neither the raw query lists nor the candidates' raw features are
+    held whole: at a million playlists they would take tens of GB; callers encode them part by
+    part (`query_chunks`, `candidate_chunks`) and keep the encodings.
     """
 
-    queries: pa.Table
+    files: list[Path]
     query_inputs: Sequence[TowerInput]
+    candidate_inputs: Sequence[TowerInput]
     query_index: np.ndarray
-    candidate: dict[str, np.ndarray]
+    first_rows: list[np.ndarray]  # per part: its rows where a query position first appears
     track_uri: np.ndarray
     sampling_probability: np.ndarray
     time_range: dict[str, str]  # the first and last example's time
@@ -65,28 +68,26 @@ class Examples:
     def __len__(self) -> int:
         return len(self.track_uri)
 
+    @property
+    def query_rows(self) -> int:
+        return sum(len(f) for f in self.first_rows)
+
     @classmethod
     def read(cls, examples_dir: Path, split: str, query_inputs: Sequence[TowerInput],
              candidate_inputs: Sequence[TowerInput]) -> "Examples":
-        """A split as `segue batch examples` wrote it. Every label's row repeats its query's lists, so
-        those columns are read file by file and only each position's first row is kept."""
+        """A split as `segue batch examples` wrote it: only the label columns are read now."""
         files = split_files(examples_dir, split)
-        query_columns = [i.column for i in query_inputs]
-        names = pq.read_schema(files[0]).names
-        table = pa.concat_tables(pq.read_table(f, columns=[n for n in names if n not in query_columns]) for f in files)
+        label_columns = ["pid", "pos", TRACK_KEY, "candidate_sampling_probability", "added_at"]
+        table = pa.concat_tables(pq.read_table(f, columns=label_columns) for f in files)
         query_index, first = _positions(table)
-        parts, start = [], 0
+        first_rows, start = [], 0
         for f in files:
             rows = pq.read_metadata(f).num_rows
-            local = first[(first >= start) & (first < start + rows)] - start
-            if len(local):
-                parts.append(_with_large_offsets(pq.read_table(f, columns=query_columns)).take(pa.array(local)))
+            first_rows.append(first[(first >= start) & (first < start + rows)] - start)
             start += rows
-        columns = {name: table.column(name) for name in table.column_names}
         probability = table.column("candidate_sampling_probability").to_numpy(zero_copy_only=False)
-        return cls(queries=pa.concat_tables(parts), query_inputs=list(query_inputs),
-                   query_index=query_index.astype(np.int64),
-                   candidate=to_tensors(columns, candidate_inputs, by_column=True),
+        return cls(files=files, query_inputs=list(query_inputs), candidate_inputs=list(candidate_inputs),
+                   query_index=query_index.astype(np.int64), first_rows=first_rows,
                    track_uri=table.column(TRACK_KEY).to_numpy(zero_copy_only=False).astype(object),
                    # A validation label unseen in training has no probability; it is never a
                    # training negative, so any positive value will do.
@@ -94,24 +95,85 @@ class Examples:
                    time_range={"first_example": pc.min(table.column("added_at")).as_py().isoformat(),
                                "last_example": pc.max(table.column("added_at")).as_py().isoformat()})
 
-    def labels_only(self) -> "Examples":
-        """This split without its raw tower inputs (once they are encoded): labels, probabilities, query index."""
-        return replace(self, queries=self.queries.schema.empty_table(), candidate={})
+    def query_parts(self, inputs: Sequence[TowerInput] | None = None) -> Iterator[pa.Table]:
+        """Per part, the raw query columns (all query inputs, or `inputs`) of its query rows."""
+        columns = [i.column for i in (self.query_inputs if inputs is None else inputs)]
+        for f, local in zip(self.files, self.first_rows):
+            if len(local):
+                yield _with_large_offsets(pq.read_table(f, columns=columns)).take(pa.array(local))
 
-    def query_column(self, spec: TowerInput) -> pa.ChunkedArray:
-        """One query input's raw column, one row per query position."""
-        return self.queries.column(spec.column)
+    def candidate_parts(self, inputs: Sequence[TowerInput] | None = None) -> Iterator[pa.Table]:
+        """Per part, the raw candidate columns (all candidate inputs, or `inputs`) of every example."""
+        columns = list(dict.fromkeys(i.column for i in (self.candidate_inputs if inputs is None else inputs)))
+        for f in self.files:
+            yield pq.read_table(f, columns=columns)
 
-    def query_tensors(self, inputs: Sequence[TowerInput]) -> dict[str, np.ndarray]:
-        """Some query inputs (e.g. the text and numbers a preprocessor adapts to) as whole arrays."""
-        return to_tensors({i.column: self.query_column(i) for i in inputs}, inputs, by_column=True)
+    def query_column(self, spec: TowerInput) -> Iterator[pa.ChunkedArray]:
+        """One query input's raw column, a part at a time (e.g. to count a vocabulary)."""
+        return (t.column(spec.column) for t in self.query_parts([spec]))
+
+    def candidate_column(self, spec: TowerInput) -> Iterator[pa.ChunkedArray]:
+        """One candidate input's raw column, a part at a time."""
+        return (t.column(spec.column) for t in self.candidate_parts([spec]))
+
+    def query_tensors(self, inputs: Sequence[TowerInput], limit: int | None = None) -> dict[str, np.ndarray]:
+        """Some query inputs (e.g. the text and numbers a preprocessor adapts to) as whole arrays:
+        every query row, or at most `limit` of them spread evenly over the split."""
+        return _tensors(self.query_parts(inputs), inputs, self.query_rows, limit) if inputs else {}
+
+    def candidate_tensors(self, limit: int | None = None) -> dict[str, np.ndarray]:
+        """The candidate inputs as whole arrays: every example's, or at most `limit` spread evenly."""
+        return _tensors(self.candidate_parts(), self.candidate_inputs, len(self), limit)
+
+    def candidate_chunks(self, size: int = 8192) -> Iterator[dict[str, np.ndarray]]:
+        """Every example's candidate inputs, in order, `size` rows at a time."""
+        for table in self.candidate_parts():
+            yield from _chunks(table, self.candidate_inputs, size)
 
     def query_chunks(self, rows: np.ndarray | None = None, size: int = 8192) -> Iterator[dict[str, np.ndarray]]:
         """The query rows (all, or `rows` in order) as tower inputs, `size` rows at a time."""
-        table = self.queries if rows is None else self.queries.take(pa.array(np.asarray(rows, np.int64)))
-        for start in range(0, table.num_rows, size):
-            part = table.slice(start, size)
-            yield to_tensors({n: part.column(n) for n in part.column_names}, self.query_inputs, by_column=True)
+        tables = self.query_parts() if rows is None else [self._query_rows(np.asarray(rows, np.int64))]
+        for table in tables:
+            yield from _chunks(table, self.query_inputs, size)
+
+    def _query_rows(self, rows: np.ndarray) -> pa.Table:
+        """The query columns of `rows` (query row numbers, any order, repeats allowed)."""
+        starts = np.cumsum([0, *(len(f) for f in self.first_rows)])
+        part_of = np.searchsorted(starts, rows, side="right") - 1
+        columns = [i.column for i in self.query_inputs]
+        tables, order = [], []
+        for i in np.unique(part_of):
+            wanted = np.flatnonzero(part_of == i)
+            local = self.first_rows[i][rows[wanted] - starts[i]]
+            tables.append(_with_large_offsets(pq.read_table(self.files[i], columns=columns)).take(pa.array(local)))
+            order.append(wanted)
+        if not tables:
+            return _with_large_offsets(pq.read_table(self.files[0], columns=columns).slice(0, 0))
+        position = np.empty(len(rows), np.int64)
+        position[np.concatenate(order)] = np.arange(len(rows))
+        return pa.concat_tables(tables).take(pa.array(position))
+
+
+def _chunks(table: pa.Table, inputs: Sequence[TowerInput], size: int) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, table.num_rows, size):
+        part = table.slice(start, size)
+        yield to_tensors({n: part.column(n) for n in part.column_names}, inputs, by_column=True)
+
+
+def _tensors(parts: Iterable[pa.Table], inputs: Sequence[TowerInput], total: int, limit: int | None
+             ) -> dict[str, np.ndarray]:
+    """The parts' rows as tower inputs: all of them, or every n-th row (n = ceil(total / limit))
+    when there are more than `limit`, so a sample spans the whole split, not its first parts."""
+    step = 1 if limit is None or total <= limit else -(-total // limit)
+    kept, seen = [], 0
+    for table in parts:
+        if step > 1:
+            rows = np.arange(table.num_rows)
+            table = table.take(pa.array(rows[(seen + rows) % step == 0]))
+            seen += len(rows)
+        kept.append(table)
+    table = pa.concat_tables(kept)
+    return to_tensors({n: table.column(n) for n in table.column_names}, inputs, by_column=True)
 
 
 def _positions(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from itertools import chain
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,16 @@ def tower_inputs(store: FeatureStore, inputs_mode: str) -> tuple[list[TowerInput
 
 
 def _lookups(cfg: TrainingSettings, train: Examples, inputs: list[TowerInput]) -> dict[str, tf.keras.layers.StringLookup]:
-    """One lookup per id vocabulary, over every training column of that kind in both towers."""
+    """One lookup per id vocabulary, over every training column of that kind in both towers, read
+    a part at a time."""
     query = {i.name for i in train.query_inputs}
 
     def column(spec: TowerInput):
-        return train.query_column(spec) if spec.name in query else train.candidate[spec.name]
+        return train.query_column(spec) if spec.name in query else train.candidate_column(spec)
 
     kinds = sorted({i.vocabulary for i in inputs if i.encoding in (ID, ID_SEQUENCE)})
-    return {kind: id_lookup(id_vocabulary((column(i) for i in inputs if i.vocabulary == kind), cfg.min_id_count),
-                            cfg.oov_buckets, kind)
+    return {kind: id_lookup(id_vocabulary(chain.from_iterable(column(i) for i in inputs if i.vocabulary == kind),
+                                          cfg.min_id_count), cfg.oov_buckets, kind)
             for kind in kinds}
 
 
@@ -118,8 +120,9 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     text_args = dict(text_max_tokens=cfg.text_max_tokens, text_ngrams=cfg.text_ngrams, text_length=cfg.text_length)
     query_pre = FeaturePreprocessor(query_inputs, lookups, name="query_preprocessor", **text_args)
     candidate_pre = FeaturePreprocessor(candidate_inputs, lookups, name="candidate_preprocessor", **text_args)
-    query_pre.adapt(train_ex.query_tensors([i for i in query_inputs if i.encoding not in (ID, ID_SEQUENCE)]))
-    candidate_pre.adapt(train_ex.candidate)
+    query_pre.adapt(train_ex.query_tensors([i for i in query_inputs if i.encoding not in (ID, ID_SEQUENCE)],
+                                           limit=cfg.adapt_rows))
+    candidate_pre.adapt(train_ex.candidate_tensors(limit=cfg.adapt_rows))
     id_embeddings = {kind: tf.keras.layers.Embedding(lookup.vocabulary_size(), cfg.id_embedding_dim, name=f"{kind}_embedding")
                      for kind, lookup in lookups.items()}
     query_tower = _tower(PlaylistQueryTower, cfg, query_pre, id_embeddings, "query_tower")
@@ -127,8 +130,7 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
 
     sequences = [i.name for i in query_inputs if i.encoding == ID_SEQUENCE]
     train_query = encode_chunks(query_pre, train_ex.query_chunks(), ragged=sequences)
-    train_candidate = encode(candidate_pre, train_ex.candidate)
-    train_ex = train_ex.labels_only()  # the raw strings are the largest thing held; the encodings replace them
+    train_candidate = encode_chunks(candidate_pre, train_ex.candidate_chunks())
     train_ids = candidate_ids(train_ex.track_uri)
     # Mixed negatives come from tracks seen in training: later tracks would leak the future.
     pool_rows = _first_rows(train_ex.track_uri)
