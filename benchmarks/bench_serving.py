@@ -2,7 +2,7 @@
 tracks, with the cost of each stage measured inside the same requests.
 
     python benchmarks/bench_serving.py --data demo-data [--runs local:embedded:100000,redis:cpu_hnsw:100000,...]
-        [--concurrency 1,2,8] [--seconds 20] [--out docs/benchmarks/serving.json]
+        [--concurrency 1,2,8] [--seconds 20] [--orderings ranker,tower] [--out docs/benchmarks/serving.json]
 
 Uses `make demo`'s model and feature tables in a private Feast repo per feature profile (local:
 SQLite; redis: a real redis-server on a free port). The index holds the demo's catalogue
@@ -25,8 +25,15 @@ Two more measurements per run, in the same process and minutes as the load:
   behind it and they never count as slow (coordinated omission); here they do.
 - **Floors**: what each dependency costs alone, called directly from this process: numpy exact
   top-k over as many vectors as the index holds, a bare Milvus search of the alias (the profile's
-  search parameters), the query tower alone, a bare Feast read of one playlist, and a Redis round
-  trip (PING; Redis runs only). The API's p50 is reported as a ratio to their sum.
+  search parameters), the query tower alone, a bare Feast read of one playlist, the read of k
+  results' names, and a Redis round trip (PING; Redis runs only); for the ranking stage, on the
+  known playlist of median length: the towers' candidate search with its tracks filtered out,
+  the read of its newest seeds' neighbour lists, the search restricted to the neighbour
+  candidates the first one missed, and the ranker over the merged candidates. Each path's p50 is
+  reported as a ratio to the sum of its own floors.
+
+Each ordering (`--orderings`) is measured with its own `segue serve` on the same index: `ranker`
+(the ranking stage on) and `tower` (the towers' search alone, `candidates.neighbours: 0`).
 """
 
 from __future__ import annotations
@@ -220,13 +227,68 @@ def floors(settings, model: Path, snapshots: Path, tracks: int, k: int, redis: s
     out = {"numpy_exact": latency_ms(exact_top_k, repeats),
            "milvus_search": latency_ms(lambda: index.search(vector, k), repeats),
            "query_tower": latency_ms(lambda: tower.embed(features), repeats),
-           "feast_read": latency_ms(feast_read, repeats)}
+           "feast_read": latency_ms(feast_read, repeats),
+           **ranking_floors(settings, store, index, ModelVersions(model.parent).ranker(model.name), tower,
+                            _typical_playlist(store, service, pids, rng), k, repeats)}
     if redis:
         import redis as redis_client
 
         host, port = redis.rsplit(":", 1)
         connection = redis_client.Redis(host=host, port=int(port))
         out["redis_round_trip"] = latency_ms(connection.ping, repeats)
+    return out
+
+
+def _typical_playlist(store, service, pids: list[int], rng, draws: int = 51) -> dict:
+    """The online features of the playlist of median length among `draws` known ones."""
+    rows = [store.get_online_features(features=service, entity_rows=[{"pid": int(p)}]).to_dict()
+            for p in rng.choice(pids, min(draws, len(pids)), replace=False)]
+    return sorted(rows, key=lambda r: len(r["track_uris"][0] or []))[len(rows) // 2]
+
+
+def ranking_floors(settings, store, index, ranker, tower, features: dict, k: int, repeats: int) -> dict:
+    """The rest of a ranked request's dependencies alone, for one known playlist, as serving calls
+    them: the towers' candidate search (the playlist's tracks filtered out in Milvus), the read of
+    its newest seeds' neighbour lists, the search restricted to the neighbour candidates that the
+    first search missed, the ranker over the merged candidates, and the read of k results' names."""
+    from segue.features.online import OnlineFeatureReader
+    from segue.indexing.track_collection import WINDOW_PLAYLISTS
+    from segue.ranking.candidates import NeighbourList, neighbour_candidates, seeds_to_read
+    from segue.ranking.ranker_features import FEATURES
+    from segue.serving.api_models import Filters
+    from segue.serving.recommender import HIT_FIELDS, NEIGHBOUR_FIELDS, RESULT_FIELDS
+    from segue.serving.search_filters import search_expression
+    from segue.vocabulary import NEIGHBOUR_SERVICE, TRACK_SERVICE
+
+    c = settings.candidates
+    seeds = list(dict.fromkeys(features["track_uris"][0] or []))
+    vector = tower.embed(features)
+    fields = [*HIT_FIELDS, WINDOW_PLAYLISTS]
+    expression = search_expression(Filters(), seeds)
+    neighbours = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=NEIGHBOUR_FIELDS)
+    names = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri", only=[f"track_features:{f}" for f in RESULT_FIELDS])
+    read = seeds_to_read(seeds, c.seed_tracks)
+
+    def candidate_search() -> list:
+        return index.search(vector, c.tower, filter=expression, output_fields=fields)[0]
+
+    lists = {r.key: NeighbourList(r.features["neighbour_uris"], r.features["neighbour_counts"])
+             for r in neighbours.read(read) if r.found and r.features.get("neighbour_uris")}
+    neighbour_uris = neighbour_candidates(lists, set(seeds), c.neighbours)[0]
+    hits = candidate_search()
+    found = {h.track_uri for h in hits}
+    missed = [u for u in neighbour_uris if u not in found]
+    results = [h.track_uri for h in hits[:k]]
+    merged = np.random.default_rng(7).random((len(found) + len(missed), len(FEATURES)), dtype=np.float32)
+    out = {"candidate_search": latency_ms(candidate_search, repeats),
+           "neighbour_read": latency_ms(lambda: neighbours.read(read), repeats),
+           "metadata_read": latency_ms(lambda: names.read(results), repeats)}
+    if missed:
+        out["restricted_search"] = latency_ms(lambda: index.score(vector, missed, "", fields), repeats)
+    if ranker is not None:
+        out["ranker"] = latency_ms(lambda: ranker.score(merged), repeats)
+    out["ranking_case"] = {"playlist_tracks": len(seeds), "seeds_read": len(read), "tower_candidates": len(found),
+                           "neighbour_candidates": len(neighbour_uris), "neighbour_only": len(missed)}
     return out
 
 
@@ -259,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="10,20", help="open-loop phases: requests sent per second, fixed")
     p.add_argument("--seconds", type=float, default=20, help="length of each phase")
     p.add_argument("--k", type=int, default=10, help="tracks asked for per request")
+    p.add_argument("--orderings", default="ranker,tower",
+                   help="serving paths measured on each index, one `segue serve` each: ranker (the ranking "
+                        "stage on), tower (the towers' search alone: candidates.neighbours=0)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "serving.json")
     args = p.parse_args(argv)
 
@@ -324,23 +389,28 @@ def main(argv: list[str] | None = None) -> int:
                                    str(sized)])
             if done.returncode != 0:
                 raise SystemExit(f"[{name}] index build failed (exit {done.returncode})")
-            print(f"[{name}] index built in {time.perf_counter() - t:.0f} s; starting segue serve", flush=True)
-            api = start_api(s, tmp, port)
-            try:
-                catalog = base.column("track_uri").to_pylist()
-                bodies = request_bodies(Path(s.paths.features_dir) / "playlist_snapshots", catalog, 5000, k=args.k)
-                snapshots = Path(s.paths.features_dir) / "playlist_snapshots"
-                run = {"features": feature_profile, "index": index_profile, "tracks": size,
-                       "floors": floors(s, model, snapshots, size, args.k,
-                                        redis if feature_profile == "redis" else None),
-                       "phases": [measure(port, bodies, int(c), args.seconds) for c in args.concurrency.split(",")],
-                       "open_loop": [measure_open_loop(port, bodies, float(r), args.seconds)
-                                     for r in args.rates.split(",") if r]}
-            finally:
-                api.terminate()
-                api.wait(30)
-            result["runs"].append(run)
-            print(json.dumps(run), flush=True)
+            print(f"[{name}] index built in {time.perf_counter() - t:.0f} s", flush=True)
+            catalog = base.column("track_uri").to_pylist()
+            snapshots = Path(s.paths.features_dir) / "playlist_snapshots"
+            bodies = request_bodies(snapshots, catalog, 5000, k=args.k)
+            measured_floors = floors(s, model, snapshots, size, args.k, redis if feature_profile == "redis" else None)
+            for ordering in args.orderings.split(","):
+                served = s if ordering == "ranker" else s.model_copy(update={
+                    "candidates": s.candidates.model_copy(update={"neighbours": 0})})
+                print(f"[{name}] segue serve, ordering {ordering}", flush=True)
+                api = start_api(served, tmp, port)
+                try:
+                    run = {"features": feature_profile, "index": index_profile, "tracks": size, "ordering": ordering,
+                           "floors": measured_floors,
+                           "phases": [measure(port, bodies, int(c), args.seconds)
+                                      for c in args.concurrency.split(",")],
+                           "open_loop": [measure_open_loop(port, bodies, float(r), args.seconds)
+                                         for r in args.rates.split(",") if r]}
+                finally:
+                    api.terminate()
+                    api.wait(30)
+                result["runs"].append(run)
+                print(json.dumps(run), flush=True)
         spark.stop()
     write_record(result, args.out, echo=False)
     print(markdown_table(result))
@@ -348,28 +418,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+RETRIEVAL_FLOORS = ("feast_read", "query_tower", "milvus_search", "metadata_read")
+RANKED_FLOORS = ("feast_read", "query_tower", "candidate_search", "neighbour_read", "restricted_search", "ranker",
+                 "metadata_read")
+
+
+def floor_sum(floors: dict, names: tuple[str, ...]) -> float:
+    """The least a request of one path costs: its dependencies' p50s, one after the other."""
+    return sum(floors[n]["p50_ms"] for n in names if n in floors)
+
+
 def markdown_table(result: dict) -> str:
-    lines = ["| features | index | tracks | load | req/s | p50 ms | p95 ms | p99 ms | failed | features ms | "
-             "tower ms | search ms | ranking ms | metadata ms | overhead |", "|" + "---|" * 15]
+    lines = ["| features | index | tracks | ordering | load | req/s | p50 ms | p95 ms | p99 ms | failed | "
+             "features ms | tower ms | search ms | ranking ms | metadata ms | overhead |", "|" + "---|" * 16]
     for r in result["runs"]:
         for m in [*r["phases"], *r.get("open_loop", [])]:
             st = m["stage_ms_mean"]
             load = f"{m['concurrency']} busy" if "concurrency" in m else f"{m['arrival_rate']:g}/s open"
             lines.append(
-                f"| {r['features']} | {r['index']} | {r['tracks']:,} | {load} | {m['requests_per_s']} | "
-                f"{m['latency_ms']['p50']} | {m['latency_ms']['p95']} | {m['latency_ms']['p99']} | {m['errors']} | "
+                f"| {r['features']} | {r['index']} | {r['tracks']:,} | {r.get('ordering', 'ranker')} | {load} | "
+                f"{m['requests_per_s']} | {m['latency_ms']['p50']} | {m['latency_ms']['p95']} | "
+                f"{m['latency_ms']['p99']} | {m['errors']} | "
                 f"{st['playlist_features'] + st['seed_tracks']:.2f} | {st['query_tower']} | {st['search']} | "
                 f"{st['neighbours'] + st['candidate_facts'] + st['ranker']:.2f} | {st['metadata']} | "
                 f"{m['overhead_share']:.0%} |")
-    lines += ["", "| features | index | tracks | API p50 ms (1 busy) | numpy exact | Milvus search | query tower | "
-              "Feast read | Redis RTT | sum of floors | API p50 / floors |", "|" + "---|" * 11]
+    names = ("numpy_exact", "milvus_search", "query_tower", "feast_read", "metadata_read", "candidate_search",
+             "neighbour_read", "restricted_search", "ranker", "redis_round_trip")
+    lines += ["", "| features | index | tracks | ordering | API p50 ms (1 busy) | " + " | ".join(names) +
+              " | sum of the path's floors | API p50 / floors |", "|" + "---|" * (len(names) + 7)]
     for r in result["runs"]:
-        f = {name: v["p50_ms"] for name, v in r["floors"].items()}
+        f = r["floors"]
+        ordering = r.get("ordering", "ranker")
         unloaded = r["phases"][0]["latency_ms"]["p50"]
-        total = f["milvus_search"] + f["query_tower"] + f["feast_read"]
-        lines.append(f"| {r['features']} | {r['index']} | {r['tracks']:,} | {unloaded} | {f['numpy_exact']} | "
-                     f"{f['milvus_search']} | {f['query_tower']} | {f['feast_read']} | "
-                     f"{f.get('redis_round_trip', '-')} | {total:.2f} | {unloaded / total:.1f}x |")
+        total = floor_sum(f, RANKED_FLOORS if ordering == "ranker" else RETRIEVAL_FLOORS)
+        lines.append(f"| {r['features']} | {r['index']} | {r['tracks']:,} | {ordering} | {unloaded} | " +
+                     " | ".join(str(f[n]["p50_ms"]) if n in f else "-" for n in names) +
+                     f" | {total:.2f} | {unloaded / total:.1f}x |")
     return "\n".join(lines)
 
 

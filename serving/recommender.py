@@ -49,6 +49,9 @@ T = TypeVar("T")
 SEED_FIELDS = ("artist_uri", "album_uri", "duration_ms")
 RESULT_FIELDS = ("track_name", "artist_name", "album_name")
 HIT_FIELDS = ["artist_uri", "explicit", "popularity", "release_year"]
+# A seed's neighbours and artist: one read for the seeds of a request.
+NEIGHBOUR_FIELDS = ["track_neighbours:neighbour_uris", "track_neighbours:neighbour_counts",
+                    "track_features:artist_uri"]
 _FEATURE_STORE_ERRORS = (RedisError, sqlite3.Error, OSError)
 _MILVUS_ERRORS = (MilvusException, grpc.RpcError, OSError)
 
@@ -89,9 +92,7 @@ class Recommender:
                  metrics: ServingMetrics):
         self.index, self.targets, self.cfg, self.sequences, self.metrics = index, targets, cfg, sequences, metrics
         self.candidates, self.ranker = candidates, ranker
-        # A seed's neighbours and artist, and a candidate's window popularity: one read each.
-        self.seed_neighbours = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=[
-            "track_neighbours:neighbour_uris", "track_neighbours:neighbour_counts", "track_features:artist_uri"])
+        self.seed_neighbours = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=NEIGHBOUR_FIELDS)
         self.popularity = OnlineFeatureReader(store, NEIGHBOUR_SERVICE, "track_uri", only=[WINDOW_PLAYLISTS_FEATURE])
         self.playlists = OnlineFeatureReader(store, PLAYLIST_SERVICE, "pid")
         self.seeds = OnlineFeatureReader(store, TRACK_SERVICE, "track_uri",
