@@ -3,7 +3,8 @@ being returned by a query through the serving alias; the same for playlist edits
 the playlist's online features show the edit).
 
     python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
-        [--max-batch 500] [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--out docs/benchmarks/stream.json]
+        [--max-batch 2000] [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--daemons 1,2]
+        [--out docs/benchmarks/stream.json]
 
 Uses `make demo`'s model and feature tables in a private Feast repo (the demo's store is left
 alone) and a real Kafka broker. Each run names a feature profile (local: SQLite; redis: a real
@@ -19,6 +20,14 @@ redis-server on a free port) and an index profile (embedded: Milvus Lite; cpu_hn
 3. Edits, the same two ways (`--edit-rate`): each edit adds a catalogue track to a known playlist
    and renames it (one playlist per edit); the checker reads the playlists' `playlist_query_v1`
    online until the new name shows.
+
+On a Milvus server (not Milvus Lite, which one process owns), two more:
+4. The floor of one daemon: batches of `--max-batch` new tracks written by the daemon's own sink
+   from this process with no Kafka at all (median of 5 batches, each stage's seconds).
+5. Scale-out (`--daemons 1,2`): that many `segue stream run` processes in one consumer group
+   share the topic's partitions (`stream.partitions`); they join first, then `--events` tracks
+   are published and drained (events/s from the first send to the group's last commit), then
+   freshness at `--rate` as in 2.
 """
 
 from __future__ import annotations
@@ -26,15 +35,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+import urllib.request
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from segue.batch.spark_session import build_spark
 from segue.features.store import open_store
@@ -42,10 +58,11 @@ from segue.indexing.milvus_connection import open_client
 from segue.indexing.rebuild import rebuild_index
 from segue.logs import configure_logging
 from segue.sample_world import private_feature_repo
-from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings
+from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings, settings_document
 from segue.streaming.consumer_daemon import open_daemon
 from segue.features.online import OnlineFeatureReader
-from segue.streaming.events import FEATURE_NAMES, new_event, new_playlist_edit
+from segue.streaming.events import FEATURE_NAMES, TrackEvent, new_event, new_playlist_edit
+from segue.streaming.track_sink import open_track_sink
 from segue.streaming.kafka_broker import KafkaBroker
 from segue.local_ports import free_port
 from segue.streaming.kafka_clients import ensure_topics, event_producer
@@ -119,16 +136,133 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
             "stage_seconds": stages}
 
 
-def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible) -> dict:
-    """Publishes (topic, key, event) at `rate` to a running daemon, each event timed at its send; a
-    checker asks `visible(pending keys)` every 50 ms which of them serving sees now."""
-    ensure_topics(s)
+@contextmanager
+def daemon_in_process(s):
+    """One daemon on a thread of this process, running once it holds its partitions."""
     stop = threading.Event()
     daemon = open_daemon(s, stop)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     while not daemon.consumer.assignment():
         time.sleep(0.05)
+    try:
+        yield
+    finally:
+        stop.set()
+        runner.join(60)
+
+
+@contextmanager
+def daemon_processes(s, n: int, root: Path):
+    """`n` `segue stream run` processes in the settings' consumer group, started as users start
+    them; yields their /metrics ports once the group is stable with all of them."""
+    config = root / f"{s.stream.group_id}.yaml"
+    config.write_text(yaml.safe_dump(settings_document(s)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")} | {"SEGUE_CONFIG": str(config)}
+    ports = [free_port() for _ in range(n)]
+    logs = [root / f"{s.stream.group_id}-{i}.log" for i in range(n)]
+    procs = [subprocess.Popen([str(Path(sys.executable).parent / "segue"), "stream", "run"],
+                              env=env | {"SEGUE_STREAM__HEALTH_PORT": str(port)},
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+             for port, log in zip(ports, logs)]
+
+    def alive() -> None:
+        for proc, log in zip(procs, logs):
+            if proc.poll() is not None:
+                raise RuntimeError(f"segue stream run exited {proc.returncode}: {log.read_text()[-3000:]}")
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+        deadline = time.monotonic() + 300
+        while True:
+            alive()
+            group = admin.describe_groups([s.stream.group_id])[s.stream.group_id]
+            state, members = group.get("group_state"), group.get("members") or []
+            if state == "Stable" and len(members) == n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} daemons did not form a stable group: {state}, {len(members)} members")
+            time.sleep(0.2)
+        admin.close()
+        yield ports, alive
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+
+
+def committed_lag(s) -> int:
+    """Track events the group has not committed."""
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+    committed = admin.list_group_offsets(s.stream.group_id).get(s.stream.group_id, {})
+    admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap_servers)
+    parts = [TopicPartition(s.stream.topic, p) for p in consumer.partitions_for_topic(s.stream.topic)]
+    ends = consumer.end_offsets(parts)
+    consumer.close()
+    return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in parts)
+
+
+def stage_sums(ports: list[int]) -> dict:
+    """Seconds per write stage, summed over the daemons' /metrics."""
+    sums: dict[str, float] = {}
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for stage, value in re.findall(r'segue_stream_stage_seconds_sum\{stage="([a-z_]+)"\} ([0-9.e+-]+)', text):
+            sums[stage] = round(sums.get(stage, 0.0) + float(value), 2)
+    return sums
+
+
+def group_throughput(settings, tracks: list[dict], name: str, n: int, root: Path) -> dict:
+    """Tracks drained by `n` daemon processes sharing the topic's partitions: the daemons join
+    first, then the events are published; events/s runs from the first send to the group's last
+    commit (publishing included: it is faster than the drain)."""
+    s = with_topics(settings, f"group{n}", name)
+    ensure_topics(s)
+    with daemon_processes(s, n, root) as (ports, alive):
+        producer = event_producer(s)
+        start = time.perf_counter()
+        publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
+        producer.close()
+        published = time.perf_counter() - start
+        while committed_lag(s) > 0:
+            alive()
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        stages = stage_sums(ports)
+    return {"daemons": n, "events": len(tracks), "publish_s": round(published, 2), "seconds": round(seconds, 2),
+            "events_per_s": round(len(tracks) / seconds), "stage_seconds": stages}
+
+
+def sink_floor(settings, features_dir: Path, name: str, batch: int, repeats: int = 5) -> dict:
+    """One daemon's ceiling: batches of `batch` new tracks written by the daemon's own sink from
+    this process, with no Kafka (no poll, parse, dead letters or transaction); the median batch."""
+    sink = open_track_sink(settings, open_store(settings))
+    sink.warm_up()
+    walls, stages = [], []
+    for i in range(repeats):
+        events = [TrackEvent.model_validate(new_event(t)) for t in new_tracks(features_dir, batch, f"{name}-s{i}")]
+        start = time.perf_counter()
+        report = sink.write(events)
+        walls.append(time.perf_counter() - start)
+        stages.append(report.stage_seconds)
+    middle = int(np.argsort(walls)[len(walls) // 2])
+    return {"batch": batch, "repeats": repeats, "batch_s": round(walls[middle], 3),
+            "events_per_s": round(batch / walls[middle]),
+            "stage_s": {k: round(v, 3) for k, v in stages[middle].items()}}
+
+
+def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible, running=daemon_in_process) -> dict:
+    """Publishes (topic, key, event) at `rate` to running daemons (`running(settings)`, one in this
+    process by default), each event timed at its send; a checker asks `visible(pending keys)`
+    every 50 ms which of them serving sees now."""
+    ensure_topics(s)
+    with running(s):
+        return _publish_and_watch(messages, rate, visible, event_producer(s))
+
+
+def _publish_and_watch(messages: list[tuple[str, bytes, dict]], rate: float, visible, producer) -> dict:
     published: dict = {}
     seen: dict = {}
     done = threading.Event()
@@ -145,7 +279,6 @@ def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible)
 
     checker = threading.Thread(target=check)
     checker.start()
-    producer = event_producer(s)
     start = time.monotonic()
     for i, (topic, key, event) in enumerate(messages):
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
@@ -155,14 +288,15 @@ def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible)
     producer.flush()
     done.set()
     checker.join(120)
-    stop.set()
-    runner.join(60)
     return _lags(published, seen, rate)
 
 
-def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
-    """Track events; each is fresh when a query of the serving alias returns its track."""
-    s = with_topics(settings, "freshness", name)
+def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int = 0, root: Path | None = None
+              ) -> dict:
+    """Track events; each is fresh when a query of the serving alias returns its track. `daemons`:
+    that many daemon processes in one group, else one daemon in this process."""
+    s = with_topics(settings, f"freshness-group{daemons}" if daemons else "freshness", name)
+    running = (lambda s: daemon_processes(s, daemons, root)) if daemons else daemon_in_process
     client = open_client(s)
 
     def visible(uris: list[str]) -> list[str]:
@@ -170,7 +304,7 @@ def freshness(settings, tracks: list[dict], rate: float, name: str) -> dict:
                             consistency_level="Strong")
         return [r[KEY] for r in rows]
 
-    return _freshness(s, [(s.stream.topic, t[KEY], new_event(t)) for t in tracks], rate, visible)
+    return _freshness(s, [(s.stream.topic, t[KEY], new_event(t)) for t in tracks], rate, visible, running)
 
 
 def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
@@ -207,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=StreamSettings().max_batch, help="the daemon's stream.max_batch")
     p.add_argument("--runs", default="local:embedded,redis:embedded,redis:cpu_hnsw",
                    help="feature profile:index profile pairs")
+    p.add_argument("--daemons", default="",
+                   help="also drain the tracks with this many `segue stream run` processes in one consumer "
+                        "group (comma-separated counts, e.g. 1,2), side by side; server index profiles only")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
@@ -248,9 +385,17 @@ def main(argv: list[str] | None = None) -> int:
                        "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name),
                        "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
                                               args.rate, name),
-                       "edit_throughput": throughput(s, [], name, edits_for(pids[:args.edits], catalogue, f"{name}-et")),
+                       "edit_throughput": throughput(s, [], name,
+                                                     edits_for(pids[:args.edits], catalogue, f"{name}-et")),
                        "edit_freshness": edit_freshness(s, edits_for(pids[args.edits:], catalogue, f"{name}-ef"),
                                                         args.edit_rate, name)}
+                if index_profile != "embedded":  # Milvus Lite opens its file from one process only
+                    run["sink_floor"] = sink_floor(s, features_dir, name, args.max_batch)
+                    run["groups"] = [
+                        {**group_throughput(s, new_tracks(features_dir, args.events, f"{name}-g{n}"), name, n, tmp),
+                         "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds),
+                                                              f"{name}-gf{n}"), args.rate, name, n, tmp)}
+                        for n in (int(d) for d in args.daemons.split(",") if d)]
                 result["runs"].append(run)
                 print(json.dumps(run), flush=True)
     write_record(result, args.out, echo=False)
@@ -261,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
                            ("playlist edits", r["edit_throughput"], r["edit_freshness"])):
             print(f"| {r['features']} | {r['index']} | {t['events']:,} | {kind} | {t['events_per_s']:,} | "
                   f"{f['rate_per_s']:g} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
+        f = r.get("sink_floor")
+        if f:
+            print(f"| {r['features']} | {r['index']} | {f['batch'] * f['repeats']:,} | tracks, the sink alone (floor: "
+                  f"no Kafka), batches of {f['batch']:,} | {f['events_per_s']:,} | - | - | - | - |")
+        for g in r.get("groups", []):
+            f = g["freshness"]
+            print(f"| {r['features']} | {r['index']} | {g['events']:,} | tracks, {g['daemons']} daemon processes | "
+                  f"{g['events_per_s']:,} | {f['rate_per_s']:g} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
     return 0
 
 
