@@ -119,7 +119,7 @@ async def _one_connection(port: int, bodies: list[bytes], deadline: float, out: 
         if status != 200:
             errors.append(status)
             continue
-        out.append((took, json.loads(body)["timings_ms"]))
+        out.append((took, json.loads(body)["timings_ms"], request_kind(bodies[(i - 1) % len(bodies)])))
     writer.close()
 
 
@@ -148,7 +148,7 @@ async def _open_loop(port: int, bodies: list[bytes], rate: float, seconds: float
         if status != 200:
             errors.append(status)
         else:
-            out.append((took, json.loads(body)["timings_ms"]))
+            out.append((took, json.loads(body)["timings_ms"], request_kind(bodies[i % len(bodies)])))
 
     start = time.perf_counter() + 0.05
     sent = []
@@ -183,14 +183,25 @@ def measure_open_loop(port: int, bodies: list[bytes], rate: float, seconds: floa
     return _summary({"arrival_rate": rate}, *asyncio.run(_open_loop(port, bodies, rate, seconds)))
 
 
+def request_kind(request: bytes) -> str:
+    """The mix's three kinds: known playlist, cold (name + seeds), known with filters + diversity."""
+    return "filtered" if b'"filters"' in request else "cold" if b'"track_uris"' in request else "known"
+
+
 def _summary(phase: dict, out: list, errors: list, wall: float) -> dict:
-    latency = np.array([t for t, _ in out])
-    stages = {s: np.array([timings.get(s, 0.0) for _, timings in out]) for s in STAGES}
+    latency = np.array([t for t, _, _ in out])
+    stages = {s: np.array([timings.get(s, 0.0) for _, timings, _ in out]) for s in STAGES}
     inside = sum(stages.values())
     overhead = latency - inside
+    kinds = np.array([kind for _, _, kind in out])
     return {**phase, "requests": len(out), "errors": len(errors),
             "requests_per_s": round(len(out) / wall, 1),
             "latency_ms": {f"p{q}": round(float(np.percentile(latency, q)), 2) for q in (50, 95, 99)},
+            "by_kind": {kind: {"requests": int((kinds == kind).sum()),
+                               **{f"p{q}": round(float(np.percentile(latency[kinds == kind], q)), 2)
+                                  for q in (50, 95, 99)},
+                               "search_ms_mean": round(float(stages["search"][kinds == kind].mean()), 2)}
+                        for kind in sorted(set(kinds.tolist()))},
             "stage_ms_mean": {s: round(float(v.mean()), 2) for s, v in stages.items()},
             "overhead_ms_mean": round(float(overhead.mean()), 2),
             "overhead_share": round(float(overhead.sum() / latency.sum()), 3)}
@@ -237,6 +248,33 @@ def floors(settings, model: Path, snapshots: Path, tracks: int, k: int, redis: s
         connection = redis_client.Redis(host=host, port=int(port))
         out["redis_round_trip"] = latency_ms(connection.ping, repeats)
     return out
+
+
+def wait_until_quiet(pid: int | None, cpu_percent: float, longest_s: float, window_s: float = 10.0) -> dict:
+    """Waits until the process and its children use less than `cpu_percent` of a core over `window_s`."""
+    import psutil
+
+    def cpu_seconds(process: psutil.Process) -> float:
+        total = 0.0
+        for p in [process, *process.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    start = time.monotonic()
+    used = float("nan")
+    if pid is not None:
+        process = psutil.Process(pid)
+        while time.monotonic() - start < longest_s:
+            before = cpu_seconds(process)
+            time.sleep(window_s)
+            used = 100 * (cpu_seconds(process) - before) / window_s
+            if used < cpu_percent:
+                break
+    return {"waited_s": round(time.monotonic() - start), "cpu_percent": round(used, 1)}
 
 
 def _typical_playlist(store, service, pids: list[int], rng, draws: int = 51) -> dict:
@@ -321,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="10,20", help="open-loop phases: requests sent per second, fixed")
     p.add_argument("--seconds", type=float, default=20, help="length of each phase")
     p.add_argument("--k", type=int, default=10, help="tracks asked for per request")
+    p.add_argument("--quiet-cpu", type=float, default=15.0,
+                   help="after a build, wait until the Milvus server uses less than this %% of a core over 10 s "
+                        "(its compaction and index builds run after the build returns)")
+    p.add_argument("--quiet-wait-s", type=float, default=600, help="longest wait for a quiet server")
     p.add_argument("--orderings", default="ranker,tower",
                    help="serving paths measured on each index, one `segue serve` each: ranker (the ranking "
                         "stage on), tower (the towers' search alone: candidates.neighbours=0)")
@@ -368,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             if index_profile != "embedded" and server_uri is None:
                 from segue.indexing.milvus_server import LocalMilvusServer
 
-                server_uri = stack.enter_context(LocalMilvusServer(tmp / "milvus-server", free_port())).uri
+                server = stack.enter_context(LocalMilvusServer(tmp / "milvus-server", free_port()))
+                server_uri = server.uri
             base = pq.read_table(snapshot)
             sized = tmp / f"catalog-{size}.parquet"
             if not sized.exists():
@@ -390,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise SystemExit(f"[{name}] index build failed (exit {done.returncode})")
             print(f"[{name}] index built in {time.perf_counter() - t:.0f} s", flush=True)
+            if index_profile != "embedded":
+                quiet = wait_until_quiet(server.running_pid(), args.quiet_cpu, args.quiet_wait_s)
+                print(f"[{name}] Milvus server quiet after {quiet['waited_s']} s "
+                      f"({quiet['cpu_percent']}% of a core)", flush=True)
             catalog = base.column("track_uri").to_pylist()
             snapshots = Path(s.paths.features_dir) / "playlist_snapshots"
             bodies = request_bodies(snapshots, catalog, 5000, k=args.k)
@@ -401,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 api = start_api(served, tmp, port)
                 try:
                     run = {"features": feature_profile, "index": index_profile, "tracks": size, "ordering": ordering,
+                           **({"milvus_quiet": quiet} if index_profile != "embedded" else {}),
                            "floors": measured_floors,
                            "phases": [measure(port, bodies, int(c), args.seconds)
                                       for c in args.concurrency.split(",")],
