@@ -5,10 +5,13 @@ tracks, with the cost of each stage measured inside the same requests.
         [--concurrency 1,2,8] [--seconds 20] [--orderings ranker,tower] [--out docs/benchmarks/serving.json]
 
 Uses `make demo`'s model and feature tables in a private Feast repo per feature profile (local:
-SQLite; redis: a real redis-server on a free port). The index holds the demo's catalogue
-replicated to each size with new URIs and jittered numbers (as the rebuild benchmark does), built
-by `rebuild_index` into Milvus Lite (embedded) or the PyPI `milvus` standalone server (cpu_hnsw).
-Replicated tracks have no Feast metadata: the metadata lookup of a result costs the same either way.
+SQLite; redis: a real redis-server on a free port). The index holds the demo's catalogue under its
+own URIs (so Feast and the co-occurrence lists know it), then copies of it under new URIs with
+jittered popularity and duration up to each size (as the rebuild benchmark does), built by
+`rebuild_index` into Milvus Lite (embedded) or the PyPI `milvus` standalone server (cpu_hnsw).
+Copies keep their artists and nearly their embeddings, so at 1M the nearest hundreds of tracks hold
+few artists: requests limiting tracks per artist search far deeper than on a real catalogue (see
+the latency by kind of request). Copies have no Feast metadata.
 
 `segue serve` runs as its own process (one worker), as users run it. For each concurrency the load
 generator keeps that many HTTP/1.1 keep-alive connections busy from this process for `--seconds`:
