@@ -20,14 +20,15 @@ redis-server on a free port) and an index profile (embedded: Milvus Lite; cpu_hn
 3. Edits, the same two ways (`--edit-rate`): each edit adds a catalogue track to a known playlist
    and renames it (one playlist per edit); the checker reads the playlists' `playlist_query_v1`
    online until the new name shows.
-
-On a Milvus server (not Milvus Lite, which one process owns), two more:
-4. The floor of one daemon: batches of `--max-batch` new tracks written by the daemon's own sink
-   from this process with no Kafka at all (median of 5 batches, each stage's seconds).
-5. Scale-out (`--daemons 1,2`): that many `segue stream run` processes in one consumer group
-   share the topic's partitions (`stream.partitions`); they join first, then `--events` tracks
-   are published and drained (events/s from the first send to the group's last commit), then
-   freshness at `--rate` as in 2.
+4. The floors of one daemon: its Kafka side alone (the throughput phase's events polled and
+   validated with the daemon's consumer settings, nothing written; with the `crc32c` package's CRC
+   check and with kafka-python's pure-Python one, side by side); and, on a Milvus server, its
+   write side alone: batches of `--max-batch` new tracks written by the daemon's own sink from this
+   process with no Kafka at all (median of 5 batches, each stage's seconds).
+5. On a Milvus server (not Milvus Lite, which one process owns), scale-out (`--daemons 1,2`): that
+   many `segue stream run` processes in one consumer group share the topic's partitions
+   (`stream.partitions`); they join first, then `--events` tracks are published and drained
+   (events/s from the first send to the group's last commit), then freshness at `--rate` as in 2.
 """
 
 from __future__ import annotations
@@ -59,13 +60,13 @@ from segue.indexing.rebuild import rebuild_index
 from segue.logs import configure_logging
 from segue.sample_world import private_feature_repo
 from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings, settings_document
-from segue.streaming.consumer_daemon import open_daemon
+from segue.streaming.consumer_daemon import open_daemon, parse_records
 from segue.features.online import OnlineFeatureReader
 from segue.streaming.events import FEATURE_NAMES, TrackEvent, new_event, new_playlist_edit
 from segue.streaming.track_sink import open_track_sink
 from segue.streaming.kafka_broker import KafkaBroker
 from segue.local_ports import free_port
-from segue.streaming.kafka_clients import ensure_topics, event_producer
+from segue.streaming.kafka_clients import ensure_topics, event_consumer, event_producer
 from segue.streaming.publish import publish_events
 from segue.vocabulary import PLAYLIST_KEY, PLAYLIST_SERVICE
 
@@ -104,11 +105,13 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
     s = with_topics(settings, "throughput" if edits is None else "edit-throughput", name)
     ensure_topics(s)
     producer = event_producer(s)
+    started = time.perf_counter()
     if edits is None:
         publish_events(producer, s.stream.topic, [new_event(t) for t in tracks])
     else:
         publish_events(producer, s.stream.playlist_topic, edits)
     producer.close()
+    publish_s = time.perf_counter() - started
     daemon = open_daemon(s, threading.Event())
     first_poll, last_commit = [], []
     poll, commit = daemon.consumer.poll, daemon.producer.commit_transaction
@@ -133,7 +136,7 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
     stages["whole_batches"] = round(daemon.metrics.batch_seconds.sum(), 2)
     return {"events": report.events, "indexed": report.sink.indexed, "edited": report.sink.edited,
             "batches": report.batches, "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds),
-            "stage_seconds": stages}
+            "stage_seconds": stages, "publish_s": round(publish_s, 2)}
 
 
 @contextmanager
@@ -251,6 +254,41 @@ def sink_floor(settings, features_dir: Path, name: str, batch: int, repeats: int
     return {"batch": batch, "repeats": repeats, "batch_s": round(walls[middle], 3),
             "events_per_s": round(batch / walls[middle]),
             "stage_s": {k: round(v, 3) for k, v in stages[middle].items()}}
+
+
+def read_floor(settings, name: str, events: int, python_crc: bool = False) -> dict:
+    """The daemon's Kafka side alone: the throughput phase's events polled and validated as the
+    daemon does (its consumer settings, in a group of its own, from the start), nothing written or
+    committed. `python_crc`: with kafka-python's pure-Python CRC-32C check of each record batch, as
+    when the `crc32c` package is missing."""
+    from kafka.record import default_records
+    from kafka.record._crc32c import crc as python_crc32c
+
+    s = with_topics(settings, "throughput", name)
+    group = f"bench-read-{name}-{int(python_crc)}"
+    s = s.model_copy(update={"stream": s.stream.model_copy(update={"group_id": group})})
+    consumer = event_consumer(s)
+    checked = default_records.calc_crc32c
+    if python_crc:
+        default_records.calc_crc32c = python_crc32c
+    try:
+        read, started, polls, parse_s = 0, None, 0, 0.0
+        deadline = time.monotonic() + 120
+        while read < events and time.monotonic() < deadline:
+            polled = consumer.poll(timeout_ms=500, max_records=s.stream.max_batch)
+            records = [r for part in polled.values() for r in part]
+            if records and started is None:
+                started = time.perf_counter()  # the group's join is not part of the floor
+            t = time.perf_counter()
+            parse_records(records, s.stream.max_event_ahead_s, s.stream.playlist_topic)
+            parse_s += time.perf_counter() - t
+            read, polls = read + len(records), polls + bool(records)
+        seconds = time.perf_counter() - started
+    finally:
+        default_records.calc_crc32c = checked
+        consumer.close(autocommit=False)
+    return {"events": read, "crc32c": "python" if python_crc else "crc32c package", "seconds": round(seconds, 2),
+            "events_per_s": round(read / seconds), "parse_s": round(parse_s, 2), "batches": polls}
 
 
 def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible, running=daemon_in_process) -> dict:
@@ -389,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      edits_for(pids[:args.edits], catalogue, f"{name}-et")),
                        "edit_freshness": edit_freshness(s, edits_for(pids[args.edits:], catalogue, f"{name}-ef"),
                                                         args.edit_rate, name)}
+                run["read_floors"] = [read_floor(s, name, args.events), read_floor(s, name, args.events, True)]
                 if index_profile != "embedded":  # Milvus Lite opens its file from one process only
                     run["sink_floor"] = sink_floor(s, features_dir, name, args.max_batch)
                     run["groups"] = [
@@ -406,10 +445,16 @@ def main(argv: list[str] | None = None) -> int:
                            ("playlist edits", r["edit_throughput"], r["edit_freshness"])):
             print(f"| {r['features']} | {r['index']} | {t['events']:,} | {kind} | {t['events_per_s']:,} | "
                   f"{f['rate_per_s']:g} | {f['p50_s']} | {f['p95_s']} | {f['max_s']} |")
+        for f in r["read_floors"]:
+            print(f"| {r['features']} | {r['index']} | {f['events']:,} | tracks, the Kafka side alone (poll and "
+                  f"validate, {f['crc32c']} CRC) | {f['events_per_s']:,} | - | - | - | - |")
         f = r.get("sink_floor")
         if f:
             print(f"| {r['features']} | {r['index']} | {f['batch'] * f['repeats']:,} | tracks, the sink alone (floor: "
                   f"no Kafka), batches of {f['batch']:,} | {f['events_per_s']:,} | - | - | - | - |")
+            both = 1 / (1 / f["events_per_s"] + 1 / r["read_floors"][0]["events_per_s"])
+            print(f"| {r['features']} | {r['index']} | - | tracks, the two floors one after the other (as the daemon "
+                  f"runs them) | {both:,.0f} (daemon: {r['throughput']['events_per_s'] / both:.2f}x) | - | - | - | - |")
         for g in r.get("groups", []):
             f = g["freshness"]
             print(f"| {r['features']} | {r['index']} | {g['events']:,} | tracks, {g['daemons']} daemon processes | "
