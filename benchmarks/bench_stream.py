@@ -34,6 +34,7 @@ redis-server on a free port) and an index profile (embedded: Milvus Lite; cpu_hn
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from segue.features.store import open_store
 from segue.indexing.milvus_connection import open_client
 from segue.indexing.rebuild import rebuild_index
 from segue.logs import configure_logging
+from segue.process_heap import freeze_startup_heap
 from segue.sample_world import private_feature_repo
 from segue.settings import IndexSettings, KafkaSettings, SparkSettings, StreamSettings, load_settings, settings_document
 from segue.streaming.consumer_daemon import open_daemon, parse_records
@@ -75,6 +77,47 @@ from bench_record import demo_model, new_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "track_uri"
+
+
+class GcPauses:
+    """The garbage collector's pauses in this process while it is `recording` (a daemon runs):
+    per generation, how many, their total and the longest."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self.recording = False
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.recording:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    @contextmanager
+    def record(self):
+        self.pauses, self.recording = [], True
+        try:
+            yield self
+        finally:
+            self.recording = False
+
+    def summary(self) -> dict:
+        return {f"generation_{g}": {"collections": len(p), "total_s": round(sum(p), 3), "longest_s": round(max(p), 3)}
+                for g in (0, 1, 2) if (p := [s for gen, s in self.pauses if gen == g])}
+
+
+GC_PAUSES = GcPauses()
+gc.callbacks.append(GC_PAUSES)
+
+
+def open_bench_daemon(s, stop: threading.Event, freeze_heap: bool):
+    """The daemon as `segue stream run` opens it: its startup heap frozen, unless `freeze_heap` is
+    off (`--heap default`: to measure what the freeze changes)."""
+    daemon = open_daemon(s, stop)
+    if freeze_heap:
+        freeze_startup_heap()
+    return daemon
 
 
 def new_tracks(features_dir: Path, n: int, tag: str) -> list[dict]:
@@ -100,7 +143,8 @@ def with_topics(settings, kind: str, name: str):
         "dlq_topic": f"bench.{kind}.{name}.dlq", "group_id": f"bench-{kind}-{name}"})})
 
 
-def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None = None) -> dict:
+def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None = None,
+               freeze_heap: bool = True) -> dict:
     """Tracks (or, given `edits`, playlist edits) published first, then drained by one daemon."""
     s = with_topics(settings, "throughput" if edits is None else "edit-throughput", name)
     ensure_topics(s)
@@ -112,7 +156,7 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
         publish_events(producer, s.stream.playlist_topic, edits)
     producer.close()
     publish_s = time.perf_counter() - started
-    daemon = open_daemon(s, threading.Event())
+    daemon = open_bench_daemon(s, threading.Event(), freeze_heap)
     first_poll, last_commit = [], []
     poll, commit = daemon.consumer.poll, daemon.producer.commit_transaction
 
@@ -127,7 +171,8 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
         last_commit[:] = [time.perf_counter()]
 
     daemon.consumer.poll, daemon.producer.commit_transaction = timed_poll, timed_commit
-    report = daemon.run(until_idle_s=3.0)
+    with GC_PAUSES.record():
+        report = daemon.run(until_idle_s=3.0)
     seconds = last_commit[0] - first_poll[0]
     stages = {stage: round(daemon.metrics.stage_seconds.sum(stage), 2)
               for stage in ("read_stored", "feast_push", "offline_record", "embed_and_upsert", "playlist_read_stored",
@@ -136,14 +181,14 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
     stages["whole_batches"] = round(daemon.metrics.batch_seconds.sum(), 2)
     return {"events": report.events, "indexed": report.sink.indexed, "edited": report.sink.edited,
             "batches": report.batches, "seconds": round(seconds, 2), "events_per_s": round(report.events / seconds),
-            "stage_seconds": stages, "publish_s": round(publish_s, 2)}
+            "stage_seconds": stages, "publish_s": round(publish_s, 2), "gc_pauses": GC_PAUSES.summary()}
 
 
 @contextmanager
-def daemon_in_process(s):
+def daemon_in_process(s, freeze_heap: bool = True):
     """One daemon on a thread of this process, running once it holds its partitions."""
     stop = threading.Event()
-    daemon = open_daemon(s, stop)
+    daemon = open_bench_daemon(s, stop, freeze_heap)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     while not daemon.consumer.assignment():
@@ -291,10 +336,10 @@ def read_floor(settings, name: str, events: int, python_crc: bool = False) -> di
             "events_per_s": round(read / seconds), "parse_s": round(parse_s, 2), "batches": polls}
 
 
-def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible, running=daemon_in_process) -> dict:
-    """Publishes (topic, key, event) at `rate` to running daemons (`running(settings)`, one in this
-    process by default), each event timed at its send; a checker asks `visible(pending keys)`
-    every 50 ms which of them serving sees now."""
+def _freshness(s, messages: list[tuple[str, bytes, dict]], rate: float, visible, running) -> dict:
+    """Publishes (topic, key, event) at `rate` to running daemons (`running(settings)`), each event
+    timed at its send; a checker asks `visible(pending keys)` every 50 ms which of them serving
+    sees now."""
     ensure_topics(s)
     with running(s):
         return _publish_and_watch(messages, rate, visible, event_producer(s))
@@ -329,12 +374,13 @@ def _publish_and_watch(messages: list[tuple[str, bytes, dict]], rate: float, vis
     return _lags(published, seen, rate)
 
 
-def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int = 0, root: Path | None = None
-              ) -> dict:
+def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int = 0, root: Path | None = None,
+              freeze_heap: bool = True) -> dict:
     """Track events; each is fresh when a query of the serving alias returns its track. `daemons`:
     that many daemon processes in one group, else one daemon in this process."""
     s = with_topics(settings, f"freshness-group{daemons}" if daemons else "freshness", name)
-    running = (lambda s: daemon_processes(s, daemons, root)) if daemons else daemon_in_process
+    running = ((lambda s: daemon_processes(s, daemons, root)) if daemons
+               else (lambda s: daemon_in_process(s, freeze_heap)))
     client = open_client(s)
 
     def visible(uris: list[str]) -> list[str]:
@@ -342,10 +388,12 @@ def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int
                             consistency_level="Strong")
         return [r[KEY] for r in rows]
 
-    return _freshness(s, [(s.stream.topic, t[KEY], new_event(t)) for t in tracks], rate, visible, running)
+    with GC_PAUSES.record():
+        lags = _freshness(s, [(s.stream.topic, t[KEY], new_event(t)) for t in tracks], rate, visible, running)
+    return lags if daemons else {**lags, "gc_pauses": GC_PAUSES.summary()}
 
 
-def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
+def edit_freshness(settings, edits: list[dict], rate: float, name: str, freeze_heap: bool = True) -> dict:
     """Playlist edits; each is fresh when its playlist's online features show its name."""
     s = with_topics(settings, "edit-freshness", name)
     wanted = {e["pid"]: e["name"] for e in edits}
@@ -357,7 +405,8 @@ def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
                                                only=["playlist_snapshots:name"]))
         return [r.key for r in readers[0].read(pids) if r.found and r.features.get("name") == wanted[r.key]]
 
-    return _freshness(s, [(s.stream.playlist_topic, e["pid"], e) for e in edits], rate, visible)
+    return _freshness(s, [(s.stream.playlist_topic, e["pid"], e) for e in edits], rate, visible,
+                      lambda s: daemon_in_process(s, freeze_heap))
 
 
 def _lags(published: dict, seen: dict, rate: float) -> dict:
@@ -382,13 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--daemons", default="",
                    help="also drain the tracks with this many `segue stream run` processes in one consumer "
                         "group (comma-separated counts, e.g. 1,2), side by side; server index profiles only")
+    p.add_argument("--heap", choices=("frozen", "default"), default="frozen",
+                   help="frozen: the in-process daemon's startup heap frozen out of garbage collection, as "
+                        "`segue stream run` does; default: not (to measure what that changes)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
     model = demo_model(args.data)
     runs = [tuple(r.split(":")) for r in args.runs.split(",")]
     result = {**new_record("stream"),
-              "max_batch": args.max_batch, "runs": []}
+              "max_batch": args.max_batch, "heap": args.heap, "runs": []}
+    frozen = args.heap == "frozen"
     with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp, ExitStack() as services:
         tmp = Path(tmp)
         redis, redis_url = start_redis(tmp)
@@ -420,13 +473,15 @@ def main(argv: list[str] | None = None) -> int:
                 n_fresh = int(args.edit_rate * args.edit_seconds)
                 pids = known_playlists(s, args.edits + n_fresh)
                 run = {"features": feature_profile, "index": index_profile,
-                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name),
+                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name,
+                                                freeze_heap=frozen),
                        "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
-                                              args.rate, name),
+                                              args.rate, name, freeze_heap=frozen),
                        "edit_throughput": throughput(s, [], name,
-                                                     edits_for(pids[:args.edits], catalogue, f"{name}-et")),
+                                                     edits_for(pids[:args.edits], catalogue, f"{name}-et"),
+                                                     freeze_heap=frozen),
                        "edit_freshness": edit_freshness(s, edits_for(pids[args.edits:], catalogue, f"{name}-ef"),
-                                                        args.edit_rate, name)}
+                                                        args.edit_rate, name, frozen)}
                 run["read_floors"] = [read_floor(s, name, args.events), read_floor(s, name, args.events, True)]
                 if index_profile != "embedded":  # Milvus Lite opens its file from one process only
                     run["sink_floor"] = sink_floor(s, features_dir, name, args.max_batch)

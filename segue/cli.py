@@ -649,6 +649,7 @@ def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
     import signal
     import threading
 
+    from segue.process_heap import freeze_startup_heap
     from segue.streaming.consumer_daemon import open_daemon
     from segue.streaming.daemon_metrics import serve_health
 
@@ -656,6 +657,8 @@ def stream_run(settings: SegueSettings, until_idle: float | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     daemon = open_daemon(settings, stop)
+    if settings.stream.freeze_heap:
+        freeze_startup_heap()
     server = None
     if settings.stream.health_port is not None:
         server = serve_health(daemon.metrics, daemon.health, settings.stream.health_port,

@@ -301,6 +301,10 @@ class StreamSettings(Section):
                                                      "interface, e.g. inside a container)")
     health_port: int | None = Field(9108, ge=0, le=65535,
                                     description="/healthz and /metrics; 0 picks a free port, null turns it off")
+    freeze_heap: bool = Field(True, description="Once `segue stream run` has started, freeze what its start-up "
+                              "loaded (TensorFlow, Feast, the towers) out of Python's full garbage collections, "
+                              "which then walk only what the daemon made since (without: pauses of 0.3-0.7 s "
+                              "measured). The towers loaded at start-up stay in memory after a model swap")
     beam_runner: str = Field("FlinkRunner", description="Runner of `segue stream beam` (FlinkRunner, DataflowRunner, ...)")
     beam_options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options")
 
