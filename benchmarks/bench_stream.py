@@ -4,7 +4,7 @@ the playlist's online features show the edit).
 
     python benchmarks/bench_stream.py --data demo-data [--events 20000] [--rate 200] [--seconds 15]
         [--max-batch 2000] [--runs local:embedded,redis:embedded,redis:cpu_hnsw] [--daemons 1,2]
-        [--out docs/benchmarks/stream.json]
+        [--heap frozen|default] [--out docs/benchmarks/stream.json]
 
 Uses `make demo`'s model and feature tables in a private Feast repo (the demo's store is left
 alone) and a real Kafka broker. Each run names a feature profile (local: SQLite; redis: a real
@@ -111,11 +111,10 @@ GC_PAUSES = GcPauses()
 gc.callbacks.append(GC_PAUSES)
 
 
-def open_bench_daemon(s, stop: threading.Event, freeze_heap: bool):
-    """The daemon as `segue stream run` opens it: its startup heap frozen, unless `freeze_heap` is
-    off (`--heap default`: to measure what the freeze changes)."""
+def open_bench_daemon(s, stop: threading.Event):
+    """The daemon as `segue stream run` opens it: its start-up heap frozen if `stream.freeze_heap`."""
     daemon = open_daemon(s, stop)
-    if freeze_heap:
+    if s.stream.freeze_heap:
         freeze_startup_heap()
     return daemon
 
@@ -143,8 +142,7 @@ def with_topics(settings, kind: str, name: str):
         "dlq_topic": f"bench.{kind}.{name}.dlq", "group_id": f"bench-{kind}-{name}"})})
 
 
-def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None = None,
-               freeze_heap: bool = True) -> dict:
+def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None = None) -> dict:
     """Tracks (or, given `edits`, playlist edits) published first, then drained by one daemon."""
     s = with_topics(settings, "throughput" if edits is None else "edit-throughput", name)
     ensure_topics(s)
@@ -156,7 +154,7 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
         publish_events(producer, s.stream.playlist_topic, edits)
     producer.close()
     publish_s = time.perf_counter() - started
-    daemon = open_bench_daemon(s, threading.Event(), freeze_heap)
+    daemon = open_bench_daemon(s, threading.Event())
     first_poll, last_commit = [], []
     poll, commit = daemon.consumer.poll, daemon.producer.commit_transaction
 
@@ -185,10 +183,10 @@ def throughput(settings, tracks: list[dict], name: str, edits: list[dict] | None
 
 
 @contextmanager
-def daemon_in_process(s, freeze_heap: bool = True):
+def daemon_in_process(s):
     """One daemon on a thread of this process, running once it holds its partitions."""
     stop = threading.Event()
-    daemon = open_bench_daemon(s, stop, freeze_heap)
+    daemon = open_bench_daemon(s, stop)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     while not daemon.consumer.assignment():
@@ -374,13 +372,12 @@ def _publish_and_watch(messages: list[tuple[str, bytes, dict]], rate: float, vis
     return _lags(published, seen, rate)
 
 
-def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int = 0, root: Path | None = None,
-              freeze_heap: bool = True) -> dict:
+def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int = 0, root: Path | None = None
+              ) -> dict:
     """Track events; each is fresh when a query of the serving alias returns its track. `daemons`:
     that many daemon processes in one group, else one daemon in this process."""
     s = with_topics(settings, f"freshness-group{daemons}" if daemons else "freshness", name)
-    running = ((lambda s: daemon_processes(s, daemons, root)) if daemons
-               else (lambda s: daemon_in_process(s, freeze_heap)))
+    running = (lambda s: daemon_processes(s, daemons, root)) if daemons else daemon_in_process
     client = open_client(s)
 
     def visible(uris: list[str]) -> list[str]:
@@ -393,7 +390,7 @@ def freshness(settings, tracks: list[dict], rate: float, name: str, daemons: int
     return lags if daemons else {**lags, "gc_pauses": GC_PAUSES.summary()}
 
 
-def edit_freshness(settings, edits: list[dict], rate: float, name: str, freeze_heap: bool = True) -> dict:
+def edit_freshness(settings, edits: list[dict], rate: float, name: str) -> dict:
     """Playlist edits; each is fresh when its playlist's online features show its name."""
     s = with_topics(settings, "edit-freshness", name)
     wanted = {e["pid"]: e["name"] for e in edits}
@@ -406,7 +403,7 @@ def edit_freshness(settings, edits: list[dict], rate: float, name: str, freeze_h
         return [r.key for r in readers[0].read(pids) if r.found and r.features.get("name") == wanted[r.key]]
 
     return _freshness(s, [(s.stream.playlist_topic, e["pid"], e) for e in edits], rate, visible,
-                      lambda s: daemon_in_process(s, freeze_heap))
+                      daemon_in_process)
 
 
 def _lags(published: dict, seen: dict, rate: float) -> dict:
@@ -432,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also drain the tracks with this many `segue stream run` processes in one consumer "
                         "group (comma-separated counts, e.g. 1,2), side by side; server index profiles only")
     p.add_argument("--heap", choices=("frozen", "default"), default="frozen",
-                   help="frozen: the in-process daemon's startup heap frozen out of garbage collection, as "
-                        "`segue stream run` does; default: not (to measure what that changes)")
+                   help="frozen: the daemons' start-up heap frozen out of garbage collection "
+                        "(stream.freeze_heap, as `segue stream run` does by default); default: not (to measure "
+                        "what that changes)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "stream.json")
     args = p.parse_args(argv)
     configure_logging("text", "WARNING")
@@ -441,7 +439,6 @@ def main(argv: list[str] | None = None) -> int:
     runs = [tuple(r.split(":")) for r in args.runs.split(",")]
     result = {**new_record("stream"),
               "max_batch": args.max_batch, "heap": args.heap, "runs": []}
-    frozen = args.heap == "frozen"
     with tempfile.TemporaryDirectory(prefix="segue-bench-stream-") as tmp, ExitStack() as services:
         tmp = Path(tmp)
         redis, redis_url = start_redis(tmp)
@@ -466,22 +463,21 @@ def main(argv: list[str] | None = None) -> int:
                     "index": IndexSettings(profile=index_profile, uri=uri, alias=f"bench_{name}"),
                     "paths": settings.paths.model_copy(update={"index_dir": tmp / f"index-{name}"}),
                     "kafka": KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-                    "stream": StreamSettings(health_port=None, max_batch=args.max_batch)})
+                    "stream": StreamSettings(health_port=None, max_batch=args.max_batch,
+                                             freeze_heap=args.heap == "frozen")})
                 rebuild_index(s, open_store(s), model)
                 features_dir = Path(s.paths.features_dir)
                 catalogue = new_tracks(features_dir, 2000, f"{name}-e")
                 n_fresh = int(args.edit_rate * args.edit_seconds)
                 pids = known_playlists(s, args.edits + n_fresh)
                 run = {"features": feature_profile, "index": index_profile,
-                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name,
-                                                freeze_heap=frozen),
+                       "throughput": throughput(s, new_tracks(features_dir, args.events, f"{name}-t"), name),
                        "freshness": freshness(s, new_tracks(features_dir, int(args.rate * args.seconds), f"{name}-f"),
-                                              args.rate, name, freeze_heap=frozen),
+                                              args.rate, name),
                        "edit_throughput": throughput(s, [], name,
-                                                     edits_for(pids[:args.edits], catalogue, f"{name}-et"),
-                                                     freeze_heap=frozen),
+                                                     edits_for(pids[:args.edits], catalogue, f"{name}-et")),
                        "edit_freshness": edit_freshness(s, edits_for(pids[args.edits:], catalogue, f"{name}-ef"),
-                                                        args.edit_rate, name, frozen)}
+                                                        args.edit_rate, name)}
                 run["read_floors"] = [read_floor(s, name, args.events), read_floor(s, name, args.events, True)]
                 if index_profile != "embedded":  # Milvus Lite opens its file from one process only
                     run["sink_floor"] = sink_floor(s, features_dir, name, args.max_batch)

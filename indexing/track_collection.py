@@ -156,11 +156,6 @@ class RowProblems:
     truncated_genres: int = 0
 
 
-# The candidate features a collection row keeps (scalar fields for filters, the ranker and the stream).
-ROW_FEATURES = ("artist_uri", "album_uri", "explicit", "popularity", "release_year", "first_added_s",
-                WINDOW_PLAYLISTS, "artist_genres")
-
-
 def track_row(uri: str, features: Mapping[str, Any], embedding: np.ndarray, event_time_us: int,
               source: str, indexed_at_us: int, problems: RowProblems | None = None) -> dict[str, Any]:
     """One collection row from a track's candidate features (Feast's bare names) and embedding.
@@ -186,6 +181,6 @@ def track_rows(track_uris: Sequence[str], features: Mapping[str, Sequence[Any]],
                problems: RowProblems | None = None) -> list[dict[str, Any]]:
     """Rows for columns of features (Feast's online dict shape), one embedding per track."""
     indexed = now_us()
-    names = [n for n in ROW_FEATURES if n in features]  # the towers' other inputs stay out of the rows
+    names = [n for n in features if n != KEY]
     return [track_row(uri, {n: features[n][i] for n in names}, embeddings[i], event_time_us[i], source,
                       indexed, problems) for i, uri in enumerate(track_uris)]
