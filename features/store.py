@@ -38,24 +38,27 @@ def with_socket_timeouts(connection_string: str, seconds: float) -> str:
     return ",".join([connection_string, *extra])
 
 
-def open_store(settings: SegueSettings, profile: str | None = None,
-               repo_path: Path | None = None) -> FeatureStore:
+def open_store(settings: SegueSettings, profile: str | None = None, repo_path: Path | None = None,
+               offline_store: dict | None = None) -> FeatureStore:
     """The store of a profile; `repo_path` (or `features.repo_path`) may name another copy of this
-    folder (tests and benchmarks do)."""
+    folder (tests and benchmarks do), and `offline_store` replaces the profile's offline store
+    (they compare with Feast's own: `{"type": "duckdb"}`)."""
     profile = profile or settings.features.profile
     repo_path = Path(repo_path or settings.features.repo_path or REPO_PATH)
     if profile not in PROFILE_FILES:
         raise ValueError(f"unknown feature profile {profile!r}; choose one of {sorted(PROFILE_FILES)}")
     (repo_path / "data").mkdir(exist_ok=True)
-    return FeatureStore(repo_path=str(repo_path), config=repo_config(settings, profile, repo_path))
+    return FeatureStore(repo_path=str(repo_path), config=repo_config(settings, profile, repo_path, offline_store))
 
 
-def repo_config(settings: SegueSettings, profile: str, repo_path: Path) -> RepoConfig:
+def repo_config(settings: SegueSettings, profile: str, repo_path: Path,
+                offline_store: dict | None = None) -> RepoConfig:
     """The profile's `feature_store*.yaml` with its ${VAR}s filled from `settings`, as Feast's own
     loader fills them from the environment for `feast` CLI users; nothing is exported, so stores
     with different settings can live in one process."""
     text = (repo_path / PROFILE_FILES[profile]).read_text()
-    config = RepoConfig(**yaml.safe_load(Template(text).safe_substitute(profile_environment(settings, profile))))
+    raw = yaml.safe_load(Template(text).safe_substitute(profile_environment(settings, profile)))
+    config = RepoConfig(**{**raw, **({"offline_store": offline_store} if offline_store else {})})
     config.repo_path = repo_path
     return config
 

@@ -12,19 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
 
 from segue.batch.build_examples import build_examples
 from segue.batch.build_features import build_features
+from segue.batch.example_features import EXAMPLE_COLUMNS, join_chunk
 from segue.batch.contracts import ContractViolation
 from segue.batch.ingest_mpd import ingest
 from segue.batch.synth import generate
 from segue.features.materialize import materialize
 from segue.features.online import lookup
+from segue.feature_repo.asof_offline_store import AsofDuckDBOfflineStore
 from segue.features.source_check import FeatureSourceError, check_feature_sources
 from segue.features.store import REPO_PATH, apply_definitions, open_store
 from segue.settings import load_settings
+from segue.vocabulary import PLAYLIST_SERVICE, TRACK_SERVICE
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 RECENT = 5
@@ -170,6 +175,47 @@ def test_each_chunk_joins_a_run_of_playlists_from_pid_sorted_snapshots(world, ex
     for part in (Path(settings.paths.features_dir) / "playlist_snapshots").glob("*.parquet"):
         pids = pq.read_table(part, columns=["pid"]).column("pid").to_numpy()
         assert (np.diff(pids) >= 0).all(), f"{part.name} is not sorted by pid"
+
+
+def _ordered(table: pa.Table, keys: list[str]) -> pa.Table:
+    return table.take(pa.array(table.select(keys).to_pandas().sort_values(keys).index.to_numpy()))
+
+
+def test_the_asof_join_answers_as_feasts_own_duckdb_store(world, examples):
+    """The profiles' offline store joins with DuckDB's ASOF JOIN: same rows as Feast's own join, for
+    the examples' chunks and for the edges (before any row, exactly at a row's time, an unknown key,
+    a repeated entity row, a ttl that has run out)."""
+    settings, repo = world
+    store = _store(world, "local")
+    assert isinstance(store._get_provider().offline_store, AsofDuckDBOfflineStore)
+    stock = open_store(settings, "local", repo, offline_store={"type": "duckdb"})
+    assert type(stock._get_provider().offline_store) is DuckDBOfflineStore
+    train = examples[1]["train"][list(EXAMPLE_COLUMNS)]
+    for chunk in np.array_split(train.sort_values("pid"), 3):
+        ours = join_chunk(store, chunk, PLAYLIST_SERVICE, TRACK_SERVICE)
+        assert ours.equals(join_chunk(stock, chunk, PLAYLIST_SERVICE, TRACK_SERVICE))
+
+    snapshots = pq.read_table(settings.paths.features_dir / "playlist_snapshots",
+                              columns=["pid", "event_timestamp"]).to_pandas()
+    first = snapshots.sort_values("event_timestamp").drop_duplicates("pid").head(3)
+    at = pd.to_datetime(first.event_timestamp, utc=True)
+    entity_df = pd.DataFrame({
+        "pid": [*first.pid, *first.pid, first.pid.iloc[0], 10**9, first.pid.iloc[1]],
+        "event_timestamp": [*(at - pd.Timedelta(seconds=1)), *at, at.iloc[0], at.iloc[0],
+                            at.iloc[1] + pd.Timedelta(days=3650)]})
+    view = store.get_feature_view("playlist_snapshots")
+    refs = [f"playlist_snapshots:{f.name}" for f in view.features]
+    registry = store.registry
+    answers = {}
+    for ttl in (view.ttl, timedelta(days=30)):
+        view.ttl = ttl
+        for cls in (AsofDuckDBOfflineStore, DuckDBOfflineStore):
+            job = cls.get_historical_features(store.config, [view], refs, entity_df.copy(), registry,
+                                              store.project, full_feature_names=True)
+            answers[cls] = _ordered(job.to_arrow(), ["pid", "event_timestamp"]).to_pandas()
+        ours, feasts = answers[AsofDuckDBOfflineStore], answers[DuckDBOfflineStore]
+        assert ours.playlist_snapshots__num_tracks.isna().sum() == (5 if ttl.days == 30 else 4)
+        assert all(_same(a, b) for column in ours.columns for a, b in zip(ours[column], feasts[column])), ttl
 
 
 def test_examples_list_features_only_through_the_services(world, spark, examples):
