@@ -18,7 +18,7 @@ import pytest
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore
 
 from segue.batch.build_examples import build_examples
-from segue.batch.build_features import build_features
+from segue.batch.build_features import build_features, playlist_snapshots
 from segue.batch.example_features import EXAMPLE_COLUMNS, join_chunk
 from segue.batch.contracts import ContractViolation
 from segue.batch.ingest_mpd import ingest
@@ -216,6 +216,20 @@ def test_the_asof_join_answers_as_feasts_own_duckdb_store(world, examples):
         ours, feasts = answers[AsofDuckDBOfflineStore], answers[DuckDBOfflineStore]
         assert ours.playlist_snapshots__num_tracks.isna().sum() == (5 if ttl.days == 30 else 4)
         assert all(_same(a, b) for column in ours.columns for a, b in zip(ours[column], feasts[column])), ttl
+
+
+def test_snapshot_files_hold_ranges_of_playlists(world, spark):
+    """The snapshot table is range-partitioned by pid before its window (which then needs no other
+    shuffle), so each file holds a run of playlists and a chunk's join reads one file's row groups;
+    hash-partitioned files each spanned every pid (at 1M playlists, a chunk read 87 row groups)."""
+    settings, _ = world
+    timeline = spark.read.parquet(str(settings.paths.features_dir / "playlist_timeline"))
+    playlists = spark.read.parquet(str(Path(settings.paths.warehouse_dir) / "playlists"))
+    plan = playlist_snapshots(playlists, timeline, settings.features)._jdf.queryExecution().executedPlan().toString()
+    lines = plan.splitlines()
+    window = next(i for i, line in enumerate(lines) if "Window [" in line)
+    below = next(line for line in lines[window + 1:] if "Exchange" in line)
+    assert "Exchange rangepartitioning(pid" in below, plan
 
 
 def test_examples_list_features_only_through_the_services(world, spark, examples):
