@@ -224,8 +224,8 @@ def build_examples(spark: SparkSession, settings: SegueSettings, store: FeatureS
                                  "probability": counts["count"] / counts["count"].sum()})
         _LOGGER.info("positions sampled", extra={"chunks": chunks, "split_time": t.isoformat()})
         counts_by_split, query_positions = write_joined(store, staging, run_dir, SPLITS,
-                                       dict(zip(sampling.track_uri, sampling.probability)),
-                                       PLAYLIST_SERVICE, TRACK_SERVICE, cfg.seed)
+                                                        sampling.set_index("track_uri").probability,
+                                                        PLAYLIST_SERVICE, TRACK_SERVICE, cfg.seed)
         shutil.rmtree(staging)
         sampling.to_parquet(run_dir / "track_sampling.parquet", index=False)
         heldout.to_parquet(run_dir / "heldout_challenge.parquet", index=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +69,11 @@ def staged_chunks(staging: Path) -> Iterator[tuple[int, pd.DataFrame]]:
 
 
 def write_joined(store: FeatureStore, staging: Path, run_dir: Path, splits: Sequence[str],
-                 sampling: Mapping[str, float], query_service: str, candidate_service: str,
+                 sampling: pd.Series, query_service: str, candidate_service: str,
                  seed: int) -> tuple[dict[str, int], int]:
     """Joins every staged chunk and writes `run_dir/<split>/part-<chunk>.parquet`; returns the rows
-    per split and the number of query positions.
+    per split and the number of query positions. `sampling` is each training track's sampling
+    probability, indexed by track URI.
 
     Training rows are shuffled within their chunk (a range of playlists; training shuffles all
     examples each epoch anyway). A split with no rows still gets an empty part (readers then see
@@ -86,7 +87,9 @@ def write_joined(store: FeatureStore, staging: Path, run_dir: Path, splits: Sequ
     started = time.perf_counter()
     for done, (chunk, examples) in enumerate(staged_chunks(staging), start=1):
         joined = join_chunk(store, examples, query_service, candidate_service)
-        probability = pd.Series(sampling).reindex(joined.column("track_uri").to_pandas()).to_numpy()
+        # One Series for every chunk (its hash index is built once): a Series built per chunk from
+        # 1.8M tracks took 40% of each chunk's time at 1M playlists.
+        probability = sampling.reindex(joined.column("track_uri").to_pandas()).to_numpy()
         joined = joined.append_column("candidate_sampling_probability", pa.array(probability, pa.float64()))
         schema = joined.schema
         positions += len(examples.drop_duplicates(["pid", "pos"]))
