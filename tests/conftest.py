@@ -37,6 +37,7 @@ def write_slice(folder: Path, doc: dict | str, name: str = "mpd.slice.0-2.json")
     return path
 
 
+INTERRUPTED_MARKER = "interrupted-evaluate"
 SMALL_TRAINING = {"batch_size": 256, "epochs": 8, "early_stopping_patience": 2, "validation_queries": 1000,
                   "steps_per_execution": 4}
 
@@ -67,6 +68,11 @@ def trained(world):
 
     settings, store = world
     model = train(settings, store, verbose=0)
+    # What an evaluate stopped while training its id-only baseline leaves: the folder, no manifest.
+    # This evaluate must train it again (a test checks the leftover is gone).
+    unfinished = model.path / "baselines" / "id_only" / "checkpoints"
+    unfinished.mkdir(parents=True)
+    (unfinished / INTERRUPTED_MARKER).write_text("left by an interrupted evaluate")
     return model, evaluate(settings, store, model.path)
 
 

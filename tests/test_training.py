@@ -13,6 +13,8 @@ from segue.training.callbacks import TrainingCollapsed
 from segue.training.export import load_tower
 from segue.training.train import train
 
+from conftest import INTERRUPTED_MARKER
+
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
@@ -45,6 +47,8 @@ def test_id_only_model_gives_unseen_tracks_only_its_oov_bucket_embeddings(world,
     settings, store = world
     model, report = trained
     id_only = model.path / "baselines" / "id_only"
+    # The fixture left an interrupted evaluate's baseline folder behind: it was trained afresh.
+    assert (id_only / "manifest.json").is_file() and not (id_only / "checkpoints" / INTERRUPTED_MARKER).exists()
     catalog = load_catalog(store)
     # The vocabulary holds every track id of the training split: labels and the queries' lists.
     train = pd.read_parquet(settings.paths.examples_dir / "train", columns=[

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ def _id_only_model(settings: SegueSettings, store: FeatureStore, model: ModelVer
                    examples_dir: Path) -> ModelVersion:
     path = model.path / "baselines" / ID_ONLY_VERSION
     if not (path / MANIFEST).exists():
+        if path.exists():  # an evaluate stopped while training it: the manifest is written last
+            _LOGGER.warning("an unfinished id-only baseline is removed and trained again", extra={"path": str(path)})
+            shutil.rmtree(path)
         _LOGGER.info("training the id-only baseline", extra={"path": str(path)})
         # Plain factorization: an id embedding, linearly projected; no cross or hidden layers.
         mf = settings.training.model_copy(update={"inputs": "ids", "layers": [], "cross": "none"})
