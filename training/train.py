@@ -131,9 +131,9 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     sequences = [i.name for i in query_inputs if i.encoding == ID_SEQUENCE]
     train_query = encode_chunks(query_pre, train_ex.query_chunks(), ragged=sequences)
     train_candidate = encode_chunks(candidate_pre, train_ex.candidate_chunks())
-    train_ids = candidate_ids(train_ex.track_uri)
+    train_ids = candidate_ids(train_ex.label_tracks)[train_ex.label_codes]
     # Mixed negatives come from tracks seen in training: later tracks would leak the future.
-    pool_rows = _first_rows(train_ex.track_uri)
+    pool_rows = _first_rows(train_ex.label_codes)
     pool = {**{k: v[pool_rows] for k, v in train_candidate.items()}, "candidate_id": train_ids[pool_rows]}
     model = TwoTowerModel(query_tower, candidate_tower, temperature=cfg.temperature,
                           logq_correction=cfg.logq_correction, remove_accidental_hits=cfg.remove_accidental_hits,
@@ -143,7 +143,6 @@ def prepare(settings: SegueSettings, store: FeatureStore, examples_dir: Path) ->
     model.compile(optimizer=optimizer(cfg.learning_rate), steps_per_execution=cfg.steps_per_execution)
     dataset = training_dataset(train_query, train_candidate, train_ids, train_ex.sampling_probability,
                                cfg.batch_size, cfg.seed, query_index=train_ex.query_index)
-    del train_query, train_candidate  # the dataset holds its own copies, before the catalog and validation load
 
     catalog = load_catalog(store)
     catalog_encoded = encode(candidate_pre, to_tensors(catalog.features, candidate_inputs))
