@@ -124,8 +124,9 @@ def test_collapse_guard_fires_on_chance_loss_and_on_collapsed_embeddings():
 def test_training_batches_are_full_and_reshuffled_each_epoch():
     n = 64
     ids = np.arange(n, dtype=np.int64)
-    ds = training_dataset({"x": ids.astype(np.float32)}, {"y": ids}, ids, np.full(n, 1 / n, np.float32),
-                          batch_size=16, seed=1)
+    query, candidate = {"x": ids.astype(np.float32)}, {"y": ids}
+    ds = training_dataset(query, candidate, ids, np.full(n, 1 / n, np.float32), batch_size=16, seed=1)
+    assert query == {} and candidate == {}  # handed over: the encoded split is not held twice
     epochs = [np.concatenate([b["candidate_id"].numpy() for b in ds]) for _ in range(2)]
     for order in epochs:
         assert sorted(order.tolist()) == ids.tolist()  # each example once per epoch
