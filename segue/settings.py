@@ -135,7 +135,7 @@ class ExampleSettings(Section):
                                   description="T = this quantile of playlists' modified_at; train before T")
     heldout_share: float = Field(0.3, ge=0, lt=1,
                                  description="Share of post-T playlists held out whole in challenge categories")
-    positions_per_chunk: int = Field(5_000, ge=100, description="Query positions whose features are joined and "
+    positions_per_chunk: int = Field(25_000, ge=100, description="Query positions whose features are joined and "
                                                                  "written at once: bounds the job's memory")
     seed: int = 13
 
