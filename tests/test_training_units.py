@@ -14,7 +14,7 @@ import tensorflow_recommenders as tfrs
 from feast.types import Array, Bool, Float64, Int64, String
 
 from segue.training.baselines import TrainingHistory, cooccurrence_rankings, popularity_rankings
-from segue.training.callbacks import CollapseGuard, TrainingCollapsed, mean_pairwise_cosine
+from segue.training.callbacks import CollapseGuard, ProgressLog, TrainingCollapsed, mean_pairwise_cosine
 from segue.training.data import RaggedIds, training_dataset
 from segue.training.export import export_tower, load_tower, EmbeddingPipeline
 from segue.training.feature_inputs import ID, ID_SEQUENCE, NUMERIC, TEXT, classify, to_tensors
@@ -119,6 +119,18 @@ def test_collapse_guard_fires_on_chance_loss_and_on_collapsed_embeddings():
     same = np.tile([[0.6, 0.8]], (5, 1))
     assert mean_pairwise_cosine(same) == pytest.approx(1.0)
     assert mean_pairwise_cosine(np.eye(4)) == pytest.approx(0.0)
+
+
+def test_progress_lines_come_inside_an_epoch_at_most_once_per_interval(caplog):
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((32, 2), np.float32), np.zeros((32, 1), np.float32)
+    with caplog.at_level("INFO", logger="segue.training.callbacks"):
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+                  callbacks=[ProgressLog(4, 8, every_s=0), ProgressLog(4, 8, every_s=3600)])
+    lines = [r for r in caplog.records if r.getMessage() == "training progress"]
+    assert [(r.epoch, r.step) for r in lines] == [(e, s) for e in (1, 2) for s in (1, 2, 3, 4)]
+    assert lines[-1].epoch_eta_s == 0 and lines[0].steps == 4 and lines[0].examples_per_s > 0
 
 
 def test_training_batches_are_full_and_reshuffled_each_epoch():

@@ -1,8 +1,9 @@
-"""Keras callbacks: validation Recall@K over the full catalog, and the collapse guard."""
+"""Keras callbacks: validation Recall@K over the full catalog, the collapse guard, and progress lines."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -117,3 +118,30 @@ class CollapseGuard(tf.keras.callbacks.Callback):
                 f"candidate embeddings collapsed after {self._steps} steps: mean pairwise cosine "
                 f"{cosine:.3f} > {self._max_cosine}. Every track looks alike to the model; lower "
                 "training.learning_rate or raise training.temperature")
+
+
+class ProgressLog(tf.keras.callbacks.Callback):
+    """A log line every `every_s` seconds inside an epoch: step, examples/s and the epoch's ETA.
+
+    Keras without a terminal prints one line per epoch, and an epoch at MPD scale is an hour.
+    """
+
+    def __init__(self, steps_per_epoch: int, batch_size: int, every_s: float = 60.0):
+        super().__init__()
+        self._steps, self._batch, self._every = steps_per_epoch, batch_size, every_s
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch, self._started = epoch + 1, time.perf_counter()
+        self._last = self._started
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        step, seconds = batch + 1, now - self._started
+        _LOGGER.info("training progress", extra={
+            "epoch": self._epoch, "step": step, "steps": self._steps,
+            "examples_per_s": round(step * self._batch / seconds),
+            "epoch_eta_s": round(seconds / step * (self._steps - step)),
+            "loss": round(float((logs or {}).get("loss", np.nan)), 4)})

@@ -25,7 +25,7 @@ import tensorflow as tf
 from feast import FeatureStore
 
 from segue.settings import SegueSettings, TrainingSettings
-from segue.training.callbacks import CollapseGuard, ValidationRecall, embed_all
+from segue.training.callbacks import CollapseGuard, ProgressLog, ValidationRecall, embed_all
 from segue.features.track_catalog import TrackCatalog, load_catalog
 from segue.training.data import Examples, candidate_ids, encode, encode_chunks, training_dataset
 from segue.training.export import EmbeddingPipeline, export_tower
@@ -192,6 +192,8 @@ def train(settings: SegueSettings, store: FeatureStore, examples_dir: Path | Non
     steps = setup.steps_per_epoch
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if verbose != 1:  # Keras's progress bar is the terminal's progress
+        callbacks.append(ProgressLog(steps, cfg.batch_size))
     fit_started = time.perf_counter()
     model.fit(setup.dataset, epochs=cfg.epochs, callbacks=callbacks, verbose=verbose)
     fit_seconds = time.perf_counter() - fit_started
